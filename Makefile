@@ -1,0 +1,48 @@
+# The two commands of the README, plus helpers. Everything installs itself on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: install run test unit integration lint bench kafka-start kafka-stop clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@true
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## make run: local Kafka + embedded ClickHouse + worker + simulated feed (Ctrl-C stops all)
+run: $(STAMP)
+	$(BIN)/touchstream run $(ARGS)
+
+## make test: lint, unit tests, then integration + fault tests on a real Kafka started by the tests
+test: $(STAMP)
+	$(BIN)/ruff check streams tests
+	$(BIN)/python -m pytest tests $(ARGS)
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit $(ARGS)
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest tests/integration $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check streams tests
+
+bench: $(STAMP)
+	$(BIN)/touchstream bench $(ARGS)
+
+kafka-start: $(STAMP)
+	$(BIN)/touchstream kafka start $(ARGS)
+
+kafka-stop: $(STAMP)
+	$(BIN)/touchstream kafka stop
+
+clean:
+	-$(BIN)/touchstream kafka stop
+	rm -rf $(VENV) .touchstream .pytest_cache .ruff_cache

@@ -1,0 +1,103 @@
+"""Agent: ``touchpoints.valid`` → the core pipeline → output topics; plus the clock tick.
+
+Order per batch (this order is the delivery guarantee):
+1. feed events to the pipeline (pure, synchronous);
+2. queue its outputs on their topics and **flush** the producer;
+3. write the changed state keys to the changelog (once per key per batch);
+4. ack the batch (Faust flushes again before committing offsets).
+A crash after 2 re-delivers the batch, and the replay re-emits the same records (at-least-once
+on outputs; ClickHouse collapses them). A crash after 3 finds the events in the dedup state,
+so the replay emits nothing twice and state is never applied twice.
+
+The tick (every 0.25 s, a Faust timer) advances SLA deadlines and watermarks by the wall
+clock; it shares a lock with the batch loop so both see consistent state.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from streams import metrics
+from streams.app import topics
+from streams.core.contract import from_valid_dict
+
+if TYPE_CHECKING:
+    from streams.app.runtime import Runtime
+
+TICK_S = 0.25
+
+
+def register(rt: Runtime, table: Any) -> None:
+    from streams.app.runtime import now_ms
+
+    app = rt.app
+    pipeline = rt.pipeline
+
+    async def commit_outputs() -> None:
+        out = pipeline.drain()
+        rt.emit(out)
+        if out.duplicates:
+            metrics.DUPLICATES.inc(out.duplicates)
+        if out.late_sessions:
+            metrics.LATE.labels("sessions").inc(out.late_sessions)
+        if out.late_funnel:
+            metrics.LATE.labels("funnel").inc(out.late_funnel)
+        for rec in out.sla:
+            metrics.SLA_EVENTS.labels(rec["event"], rec["channel"], rec.get("team") or "").inc()
+        for rec in out.response_times:
+            metrics.RESPONSE_TIME.labels(rec["channel"], rec.get("team") or "").observe(rec["response_s"])
+        if out.enriched:
+            now = now_ms()
+            for rec in out.enriched[:: max(1, len(out.enriched) // 50)]:  # sampled: cheap and representative
+                metrics.PROCESS_LATENCY.observe(max(0.0, (now - _occurred_ms(rec)) / 1000))
+        await app.producer.flush()
+        metrics.STATE_WRITES.inc(rt.bridge.flush())
+        pipeline.end_batch()
+
+    def reload() -> None:
+        active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == rt.settings.topic(topics.VALID)}
+        rt.bridge.reload(active)
+        pipeline.rebuild()
+        rt.ready = True
+
+    @table.on_recover
+    async def on_recovered() -> None:
+        async with rt.lock:
+            reload()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
+        rt.ready = False
+
+    @app.agent(rt.topics[topics.VALID], name="process")
+    async def process_agent(stream):  # type: ignore[no-untyped-def]
+        async for events in stream.take_events(2000, within=0.02):
+            async with rt.lock:
+                if not rt.ready:
+                    reload()
+                wall = now_ms()
+                for ev in events:
+                    pipeline.process(from_valid_dict(orjson.loads(ev.value)), wall)
+                metrics.EVENTS_IN.labels(topics.VALID).inc(len(events))
+                await commit_outputs()
+
+    @app.timer(TICK_S, name="tick")
+    async def tick() -> None:
+        if not rt.ready:
+            return
+        async with rt.lock:
+            pipeline.tick(now_ms(), wall=True)
+            await commit_outputs()
+            metrics.OPEN_SESSIONS.set(pipeline.sessions.open_sessions())
+            metrics.OPEN_WAITS.set(pipeline.sla.open_waits())
+            oldest = pipeline.sla.oldest_wait_started()
+            metrics.OLDEST_WAIT.set(0 if oldest is None else max(0.0, (now_ms() - oldest) / 1000))
+            metrics.OPEN_ANOMALIES.set(pipeline.detector.open_incidents())
+
+
+def _occurred_ms(rec: dict[str, Any]) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(rec["occurred_at"]).timestamp() * 1000)

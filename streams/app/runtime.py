@@ -1,0 +1,138 @@
+"""Builds the Faust app and everything the agents share (pipeline, state bridge, ClickHouse).
+
+One function wires it all so the CLI, the tests and the benchmark start the exact same
+worker. Agents live in their own modules and only route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faust
+import orjson
+
+from streams.app import topics
+from streams.app.statestore import StateBridge
+from streams.clickhouse.client import ClickHouse
+from streams.core.pipeline import Outputs, Pipeline, PipelineConfig
+from streams.core.sla import PolicySet
+from streams.settings import Settings
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def pipeline_config(settings: Settings) -> PipelineConfig:
+    policies = None
+    if settings.sla_policies_path:
+        policies = PolicySet.from_dict(orjson.loads(Path(settings.sla_policies_path).read_bytes()))
+    return PipelineConfig(
+        dedup_window_ms=settings.dedup_window_ms,
+        session_gap_ms=settings.session_gap_ms,
+        allowed_lateness_ms=settings.allowed_lateness_ms,
+        idle_advance_ms=settings.idle_advance_ms,
+        funnel_window_ms=settings.funnel_window_ms,
+        policies=policies,
+    )
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    app: faust.App
+    pipeline: Pipeline
+    bridge: StateBridge
+    clickhouse: ClickHouse
+    topics: dict[str, Any]
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    ready: bool = False
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def emit(self, out: Outputs) -> None:
+        """Queue a pipeline's outputs on their topics (flushed by the caller before state)."""
+        from streams import metrics
+
+        for topic_name, attr, key_field in topics.PROCESS_OUTPUTS:
+            records = getattr(out, attr)
+            if not records:
+                continue
+            topic = self.topics[topic_name]
+            for rec in records:
+                key = rec.get(key_field)
+                topic.send_soon(
+                    key=None if key is None else str(key).encode(),
+                    value=orjson.dumps(rec),
+                    key_serializer="raw",
+                    value_serializer="raw",
+                )
+            metrics.EVENTS_OUT.labels(topic_name).inc(len(records))
+            self.stats[topic_name] = self.stats.get(topic_name, 0) + len(records)
+
+
+def faust_broker_kwargs(settings: Settings) -> dict[str, Any]:
+    kw: dict[str, Any] = {}
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        from streams.kafka_admin import client_kwargs
+
+        ckw = client_kwargs(settings)
+        if settings.kafka_sasl_mechanism:
+            kw["broker_credentials"] = faust.SASLCredentials(
+                username=settings.kafka_sasl_username or "",
+                password=settings.kafka_sasl_password or "",
+                mechanism=settings.kafka_sasl_mechanism,
+                ssl_context=ckw.get("ssl_context"),
+            )
+        elif "ssl_context" in ckw:
+            kw["broker_credentials"] = faust.SSLCredentials(ckw["ssl_context"])
+    return kw
+
+
+def build(settings: Settings, *, sink: bool = True) -> Runtime:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=",".join(f"kafka://{b}" for b in settings.bootstrap.split(",")),
+        store=settings.store,
+        datadir=str(settings.state_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication,
+        topic_allow_declare=True,
+        web_enabled=False,
+        producer_acks=-1,
+        producer_linger_ms=5,
+        producer_max_batch_size=262_144,
+        stream_buffer_maxsize=8192,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        table_cleanup_interval=3600.0,
+        **faust_broker_kwargs(settings),
+    )
+    faust_topics = {
+        name: app.topic(
+            settings.topic(name), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+            partitions=settings.partitions, replicas=settings.replication,
+        )
+        for name in topics.ALL
+    }
+    table = app.Table(
+        "state", default=None, partitions=settings.partitions,
+        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+    )
+    pipeline = Pipeline(pipeline_config(settings))
+    bridge = StateBridge(table, pipeline.stores, settings.partitions)
+    ch = ClickHouse(settings.clickhouse_url, settings.clickhouse_database)
+    rt = Runtime(settings, app, pipeline, bridge, ch, faust_topics)
+
+    from streams.app import process, validate
+    from streams.app import sink as sink_mod
+
+    validate.register(rt)
+    process.register(rt, table)
+    if sink:
+        sink_mod.register(rt)
+    return rt

@@ -1,0 +1,85 @@
+"""Persists the core's MemoryStores through one Faust table changelog, once per key per batch.
+
+Why not ``table[key] = value``: Faust only allows that inside per-event stream iteration
+(it reads the partition from the current event), which rules out batched ``take`` loops and
+timers. We write ``table.data`` and send the changelog message ourselves, naming the partition
+explicitly: the partition of the key's tenant in ``touchpoints.valid``, computed with the same
+murmur2 partitioner the producer used. Faust's own recovery then restores the table on
+assignment, and :meth:`StateBridge.reload` copies it back into the core's stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from aiokafka.partitioner import murmur2
+
+from streams.core.state import MemoryStore
+
+SEP = "\x1f"
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """Same choice as the default Kafka partitioner for a bytes key (murmur2, positive)."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def tenant_of(store_key: str) -> str:
+    """Every core store key starts with its tenant id followed by ``|`` (or is the tenant id)."""
+    return store_key.split("|", 1)[0]
+
+
+class StateBridge:
+    def __init__(self, table: Any, stores: dict[str, MemoryStore], partitions: int) -> None:
+        self.table = table
+        self.stores = stores
+        self.partitions = partitions
+        self.writes = 0
+
+    def _put_raw(self, partition: int, key: bytes, value: bytes | None) -> None:
+        data = self.table.data
+        if hasattr(data, "_db_for_partition"):  # RocksDB store: one db per partition
+            db = data._db_for_partition(partition)
+            if value is None:
+                db.delete(key)
+                data._key_index.pop(key, None)
+            else:
+                db.put(key, value)
+                data._key_index[key] = partition
+        elif value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+        self.table.send_changelog(partition, key, value, key_serializer="raw", value_serializer="raw")
+
+    def flush(self) -> int:
+        """Write every key changed since the last flush; returns how many."""
+        n = 0
+        for ns, store in self.stores.items():
+            for key, value in store.drain_dirty():
+                partition = partition_for(tenant_of(key), self.partitions)
+                raw = None if value is None else orjson.dumps(value)
+                self._put_raw(partition, f"{ns}{SEP}{key}".encode(), raw)
+                n += 1
+        self.writes += n
+        return n
+
+    def reload(self, active_partitions: Iterable[int]) -> int:
+        """Replace the core's stores with what the table holds for the partitions we own now."""
+        owned = set(active_partitions)
+        for store in self.stores.values():
+            store.clear()
+        n = 0
+        for raw_key, raw_value in list(self.table.data.items()):
+            if raw_value is None:
+                continue
+            key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+            ns, _, store_key = key.partition(SEP)
+            store = self.stores.get(ns)
+            if store is None or partition_for(tenant_of(store_key), self.partitions) not in owned:
+                continue
+            store.load(store_key, orjson.loads(raw_value))
+            n += 1
+        return n

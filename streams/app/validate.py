@@ -1,0 +1,63 @@
+"""Agent: ``touchpoints.raw`` → ``touchpoints.valid`` (keyed by tenant) or ``touchpoints.dlq``.
+
+Stateless, so it scales with the raw topic's partitions. Offsets are acked after the batch is
+queued; Faust flushes the producer before it commits them, so nothing acked is unsent.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import orjson
+
+from streams import metrics
+from streams.app import topics
+from streams.core.contract import Rejection, to_valid_dict, validate
+from streams.core.deadletter import dlq_record
+
+if TYPE_CHECKING:
+    from streams.app.runtime import Runtime
+
+
+def register(rt: Runtime) -> None:
+    from streams.app.runtime import now_ms
+
+    s = rt.settings
+    valid_topic = rt.topics[topics.VALID]
+    dlq_topic = rt.topics[topics.DLQ]
+
+    @rt.app.agent(rt.topics[topics.RAW], name="validate")
+    async def validate_agent(stream):  # type: ignore[no-untyped-def]
+        async for events in stream.take_events(4000, within=0.02):
+            now = now_ms()
+            n_valid = 0
+            for ev in events:
+                msg = ev.message
+                source = (msg.topic, msg.partition, msg.offset)
+                value = ev.value if isinstance(ev.value, bytes) else bytes(ev.value or b"")
+                res = validate(
+                    value, now_ms=now, max_bytes=s.max_message_bytes, max_future_ms=s.max_future_ms, source=source
+                )
+                if isinstance(res, Rejection):
+                    key = msg.key if isinstance(msg.key, bytes) else None
+                    dlq_topic.send_soon(
+                        key=key,
+                        value=orjson.dumps(dlq_record(res.reason, res.detail, value, source, now, key)),
+                        key_serializer="raw",
+                        value_serializer="raw",
+                    )
+                    metrics.DLQ.labels(res.reason).inc()
+                    rt.stats["dlq"] = rt.stats.get("dlq", 0) + 1
+                    continue
+                valid_topic.send_soon(
+                    key=res.tenant_id.encode(),
+                    value=orjson.dumps(to_valid_dict(res)),
+                    key_serializer="raw",
+                    value_serializer="raw",
+                )
+                n_valid += 1
+                if msg.timestamp:
+                    metrics.APPEND_LATENCY.observe(max(0.0, now / 1000 - msg.timestamp))
+            metrics.EVENTS_IN.labels(topics.RAW).inc(len(events))
+            metrics.EVENTS_OUT.labels(topics.VALID).inc(n_valid)
+            rt.stats["raw_in"] = rt.stats.get("raw_in", 0) + len(events)

@@ -1,0 +1,353 @@
+"""``touchstream`` command line: every entry point of the product, with examples in ``--help``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streams.settings import Settings
+
+EPILOG = """examples:
+  touchstream run --duration 60            # local Kafka + embedded ClickHouse + simulated feed
+  touchstream kafka start [--nodes 3]      # start the local KRaft broker(s) from Maven jars
+  touchstream worker                       # the stream worker (against KAFKA_BOOTSTRAP_SERVERS)
+  touchstream migrate                      # apply ClickHouse migrations (idempotent)
+  touchstream simulate --rate 200 --duration 600 --seed 7 --out feed.jsonl --truth truth.json
+  touchstream process feed.jsonl --out out/  # same core, offline, in event time
+  touchstream status --json                # broker, topics, lag, ClickHouse row counts
+  touchstream dlq replay --reason unknown_channel
+"""
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    if getattr(args, "data_dir", None):
+        os.environ["TOUCHSTREAM_DATA_DIR"] = str(args.data_dir)
+    return Settings.from_env()
+
+
+# ---------------------------------------------------------------- kafka
+def cmd_kafka(args: argparse.Namespace) -> int:
+    from streams.localkafka import KafkaLaunchError, LocalKafka
+
+    s = _settings(args)
+    try:
+        if args.action == "start":
+            k = LocalKafka(s.kafka_dir, nodes=args.nodes, base_port=s.kafka_port)
+            print(f"starting Kafka ({args.nodes} node(s)) under {s.kafka_dir} ...", flush=True)
+            bootstrap = k.start()
+            print(f"Kafka ready: KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
+        else:
+            k = LocalKafka.from_state(s.kafka_dir) or LocalKafka(s.kafka_dir, base_port=s.kafka_port)
+            k.stop()
+            print("Kafka stopped")
+    except KafkaLaunchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# ---------------------------------------------------------------- migrate
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from streams.clickhouse.client import ClickHouse, redact
+    from streams.clickhouse.migrate import load, migrate
+
+    s = _settings(args)
+    ch = ClickHouse(s.clickhouse_url, s.clickhouse_database)
+    total = len(load())
+    applied = migrate(ch)
+    print(f"ClickHouse {redact(s.clickhouse_url)} database {ch.db}: "
+          f"{len(applied)} applied ({', '.join(applied) or 'none'}), {total - len(applied)} already up to date")
+    ch.close()
+    return 0
+
+
+# ---------------------------------------------------------------- worker / run
+def _prepare(s: Settings) -> None:
+    from streams.app import topics
+    from streams.clickhouse.client import ClickHouse
+    from streams.clickhouse.migrate import migrate
+    from streams.kafka_admin import ensure_topics
+
+    asyncio.run(ensure_topics(s.bootstrap, [s.topic(t) for t in topics.ALL], s.partitions, s.replication, s))
+    ch = ClickHouse(s.clickhouse_url, s.clickhouse_database)
+    migrate(ch)
+    ch.close()
+
+
+def _start_worker(s: Settings, extra_tasks: list[Any] | None = None, loglevel: str = "warn") -> int:
+    from faust.worker import Worker
+
+    from streams.app.runtime import build
+
+    rt = build(s)
+    for make_task in extra_tasks or []:
+        rt.app.task(make_task(rt))
+    worker = Worker(rt.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        rt.clickhouse.close()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    _prepare(s)
+    return _start_worker(s, loglevel=s.log_level if s.log_level != "warning" else "warn")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from streams.localkafka import KafkaLaunchError, LocalKafka
+
+    s = _settings(args)
+    started: LocalKafka | None = None
+    if s.kafka_bootstrap is None:
+        started = LocalKafka(s.kafka_dir, nodes=1, base_port=s.kafka_port)
+        print(f"[run] starting local Kafka under {s.kafka_dir} (first time: Maven fetches the jars) ...", flush=True)
+        try:
+            started.start()
+        except KafkaLaunchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    try:
+        _prepare(s)
+        print(f"[run] Kafka {s.bootstrap}, ClickHouse {s.clickhouse_url}, feed {args.rate}/s; Ctrl-C stops", flush=True)
+        tasks = [lambda rt: _feed(rt, args), lambda rt: _summary(rt, args.duration)]
+        return _start_worker(s, tasks)
+    finally:
+        if started is not None:
+            print("[run] stopping local Kafka", flush=True)
+            started.stop()
+
+
+def _feed(rt: Any, args: argparse.Namespace) -> Any:
+    async def feed() -> None:
+        from aiokafka import AIOKafkaProducer
+
+        from streams.app import topics
+        from streams.kafka_admin import client_kwargs
+        from streams.simulate import SimConfig, stream_live
+
+        producer = AIOKafkaProducer(
+            bootstrap_servers=rt.settings.bootstrap, linger_ms=5, acks="all", enable_idempotence=True,
+            **client_kwargs(rt.settings),
+        )
+        await producer.start()
+        try:
+            cfg = SimConfig(rate=args.rate, duration_s=args.duration or 10 ** 9, seed=args.seed,
+                            start_ms=int(time.time() * 1000))
+
+            async def send(key: bytes, value: bytes) -> None:
+                await producer.send(rt.settings.topic(topics.RAW), value=value, key=key)
+
+            sent = await stream_live(cfg, send)
+            rt.stats["fed"] = sent
+        finally:
+            await producer.stop()
+
+    return feed
+
+
+def _summary(rt: Any, duration: float | None) -> Any:
+    async def summary() -> None:
+        from streams.app import topics
+
+        started = time.monotonic()
+        last_in, last_t = 0, started
+        while True:
+            await asyncio.sleep(5.0)
+            now = time.monotonic()
+            n_in = rt.stats.get("raw_in", 0)
+            rate = (n_in - last_in) / (now - last_t)
+            last_in, last_t = n_in, now
+            try:
+                rows = await rt.clickhouse.run(rt.clickhouse.count, "touchpoints", False)
+            except Exception as exc:  # show the problem, keep the run going
+                rows = f"? ({type(exc).__name__})"
+            print(
+                f"[run] t={now - started:5.0f}s  in={n_in} ({rate:,.0f} ev/s)  dlq={rt.stats.get('dlq', 0)}  "
+                f"enriched={rt.stats.get(topics.ENRICHED, 0)}  sessions={rt.stats.get(topics.SESSIONS, 0)}  "
+                f"sla={rt.stats.get(topics.SLA_EVENTS, 0)}  anomalies={rt.stats.get(topics.ANOMALIES, 0)}  "
+                f"clickhouse.touchpoints={rows}",
+                flush=True,
+            )
+            if duration and now - started >= duration:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    return summary
+
+
+# ---------------------------------------------------------------- simulate / process
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from streams import simulate
+
+    start_ms = int(args.start_ms) if args.start_ms is not None else int(time.time() * 1000)
+    cfg = simulate.SimConfig(rate=args.rate, duration_s=args.duration, seed=args.seed, start_ms=start_ms)
+    if args.truth:
+        Path(args.truth).write_bytes(orjson.dumps(simulate.truth(cfg), option=orjson.OPT_INDENT_2))
+    if args.out == "kafka":
+        s = _settings(args)
+        return asyncio.run(_simulate_kafka(s, cfg))
+    t0 = time.monotonic()
+    n = simulate.write_jsonl(cfg, args.out)
+    print(f"wrote {n} events to {args.out} in {time.monotonic() - t0:.1f}s", file=sys.stderr)
+    return 0
+
+
+async def _simulate_kafka(s: Settings, cfg: Any) -> int:
+    from aiokafka import AIOKafkaProducer
+
+    from streams.app import topics
+    from streams.kafka_admin import client_kwargs, ensure_topics
+    from streams.simulate import stream_live
+
+    await ensure_topics(s.bootstrap, [s.topic(t) for t in topics.ALL], s.partitions, s.replication, s)
+    producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, linger_ms=5, acks="all",
+                                enable_idempotence=True, **client_kwargs(s))
+    await producer.start()
+    try:
+        async def send(key: bytes, value: bytes) -> None:
+            await producer.send(s.topic(topics.RAW), value=value, key=key)
+
+        n = await stream_live(cfg, send)
+    finally:
+        await producer.stop()
+    print(f"sent {n} events to {s.topic(topics.RAW)}", file=sys.stderr)
+    return 0
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from streams.app.runtime import pipeline_config
+    from streams.offline import process_file
+
+    s = _settings(args)
+    t0 = time.monotonic()
+    summary = process_file(Path(args.input), Path(args.out), pipeline_config(s))
+    dt = time.monotonic() - t0
+    print(orjson.dumps({
+        "lines": summary.lines, "valid": summary.valid, "dead_lettered": summary.dead_lettered,
+        "duplicates": summary.duplicates, "written": summary.written, "seconds": round(dt, 3),
+        "events_per_s": round(summary.lines / dt) if dt > 0 else None,
+    }).decode())
+    return 0
+
+
+# ---------------------------------------------------------------- status
+def cmd_status(args: argparse.Namespace) -> int:
+    from streams.clickhouse.client import ClickHouse, redact
+    from streams.kafka_admin import describe
+
+    s = _settings(args)
+    report: dict[str, Any] = {"kafka": {"bootstrap": s.bootstrap, "reachable": False, "topics": {}, "lag": {}}}
+    groups = [s.app_id, f"{s.app_id}-dlq-replay"]
+    try:
+        info = asyncio.run(describe(s.bootstrap, groups, s, timeout=5.0))
+        report["kafka"].update(reachable=True, **info)
+    except Exception as exc:  # broker down is a valid status, not a crash
+        report["kafka"]["error"] = f"{type(exc).__name__}: {exc}"[:300]
+    ch_report: dict[str, Any] = {"url": redact(s.clickhouse_url), "tables": {}}
+    try:
+        ch = ClickHouse(s.clickhouse_url, s.clickhouse_database)
+        for table in ch.tables():
+            ch_report["tables"][table] = ch.count(table, final=True)
+        ch.close()
+        ch_report["reachable"] = True
+    except Exception as exc:  # embedded engine locked by a running worker, or server down
+        ch_report["reachable"] = False
+        ch_report["error"] = f"{type(exc).__name__}: {exc}"[:300]
+    report["clickhouse"] = ch_report
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    k = report["kafka"]
+    print(f"Kafka {k['bootstrap']}: {'reachable' if k['reachable'] else 'UNREACHABLE ' + k.get('error', '')}")
+    for name, t in sorted(k.get("topics", {}).items()):
+        print(f"  {name:28s} partitions={t['partitions']:<3d} messages={t['messages']}")
+    for gid, lag in k.get("lag", {}).items():
+        if lag:
+            print(f"  lag[{gid}]: " + ", ".join(f"{t}={n}" for t, n in sorted(lag.items())))
+    print(f"ClickHouse {ch_report['url']}: " + ("ok" if ch_report.get("reachable") else ch_report.get("error", "")))
+    for table, n in sorted(ch_report["tables"].items()):
+        print(f"  {table:28s} rows={n}")
+    return 0
+
+
+# ---------------------------------------------------------------- dlq replay
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from streams.dlq import replay
+
+    s = _settings(args)
+    res = asyncio.run(replay(s, reason=args.reason, timeout_s=args.timeout))
+    print(orjson.dumps(res).decode())
+    return 0
+
+
+# ---------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="touchstream", description="Real-time touchpoint stream processor.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data-dir", help="overrides TOUCHSTREAM_DATA_DIR")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    k = sub.add_parser("kafka", help="start/stop the local Kafka (KRaft, Maven-resolved jars)")
+    k.add_argument("action", choices=["start", "stop"])
+    k.add_argument("--nodes", type=int, choices=[1, 3], default=1)
+    k.add_argument("--data-dir", help="overrides TOUCHSTREAM_DATA_DIR")
+    k.set_defaults(fn=cmd_kafka)
+
+    sub.add_parser("migrate", help="apply ClickHouse migrations").set_defaults(fn=cmd_migrate)
+    sub.add_parser("worker", help="run the stream worker").set_defaults(fn=cmd_worker)
+
+    r = sub.add_parser("run", help="local Kafka + embedded ClickHouse + worker + simulated feed")
+    r.add_argument("--duration", type=float, default=None, help="seconds, then stop everything (default: until Ctrl-C)")
+    r.add_argument("--rate", type=float, default=100.0, help="simulated events per second")
+    r.add_argument("--seed", type=int, default=1)
+    r.set_defaults(fn=cmd_run)
+
+    sm = sub.add_parser("simulate", help="seeded realistic touchpoints, with injected incidents")
+    sm.add_argument("--rate", type=float, default=100.0)
+    sm.add_argument("--duration", type=float, default=600.0)
+    sm.add_argument("--seed", type=int, default=1)
+    sm.add_argument("--out", default="kafka", help="'kafka' (paced live) or a .jsonl path")
+    sm.add_argument("--truth", help="write the injected incidents here (JSON)")
+    sm.add_argument("--start-ms", help="event time of the first event (default: now)")
+    sm.set_defaults(fn=cmd_simulate)
+
+    pr = sub.add_parser("process", help="run the core offline over a JSON-lines file")
+    pr.add_argument("input")
+    pr.add_argument("--out", required=True)
+    pr.set_defaults(fn=cmd_process)
+
+    st = sub.add_parser("status", help="broker, topics, lag and ClickHouse rows")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(fn=cmd_status)
+
+    d = sub.add_parser("dlq", help="dead-letter tools")
+    d.add_argument("action", choices=["replay"])
+    d.add_argument("--reason", help="only messages dead-lettered for this reason")
+    d.add_argument("--timeout", type=float, default=10.0, help="stop when no DLQ message arrives for this long")
+    d.set_defaults(fn=cmd_dlq)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        return int(args.fn(args) or 0)
+    return 130

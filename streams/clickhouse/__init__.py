@@ -1,0 +1,1 @@
+"""ClickHouse access: one client per process, versioned migrations, batched idempotent sinks."""

@@ -1,0 +1,209 @@
+"""Where a touchpoint goes, in order: dedup → identity → session → SLA clock → funnel window.
+
+This is the whole per-tenant processing stage as one deterministic object. The live Faust
+agent (``streams.app.process``) and the offline replay (``streams.offline``) both feed it
+events and ticks and route what it emits; neither contains processing logic of its own, so
+live and offline cannot disagree.
+
+Time: ``process`` is driven by event time. ``tick(now_ms)`` is the only other input: live it
+is the wall clock (SLA deadlines are wall-clock deadlines; idle tenants' watermarks follow the
+wall clock after ``idle_advance_ms``), offline it is the replay's event-time clock.
+
+Watermarks are per tenant (max ``occurred_at`` seen − allowed lateness). A tenant lives on
+exactly one partition of ``touchpoints.valid`` (keyed by tenant), so a per-tenant watermark is
+a refinement of a per-partition one: one tenant's skewed clock cannot close another's sessions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.core.anomaly import AnomalyDetector, DetectorConfig
+from streams.core.contract import format_timestamp, to_valid_dict
+from streams.core.dedup import DedupWindow
+from streams.core.funnel import FunnelAggregator, FunnelConfig
+from streams.core.identity import IdentityConfig, IdentityGraph
+from streams.core.model import Touchpoint
+from streams.core.sessions import SessionConfig, Sessionizer
+from streams.core.sla import PolicySet, SlaEngine
+from streams.core.stages import StageMap
+from streams.core.state import MemoryStore
+
+#: Namespaces of persistent state; each is one MemoryStore and one key prefix in the changelog.
+NAMESPACES: tuple[str, ...] = ("dedup", "watermark", "identity", "sessions", "sla", "funnel", "anomaly")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    dedup_window_ms: int = 900_000
+    session_gap_ms: int = 30 * 60_000
+    allowed_lateness_ms: int = 5 * 60_000
+    idle_advance_ms: int = 60_000
+    funnel_window_ms: int = 60_000
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    policies: PolicySet | None = None
+    stage_map: StageMap = field(default_factory=StageMap)
+
+
+@dataclass
+class Outputs:
+    """What one or more calls emitted, grouped by destination topic."""
+
+    enriched: list[dict[str, Any]] = field(default_factory=list)
+    merges: list[dict[str, Any]] = field(default_factory=list)
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    sla: list[dict[str, Any]] = field(default_factory=list)
+    response_times: list[dict[str, Any]] = field(default_factory=list)
+    funnel: list[dict[str, Any]] = field(default_factory=list)
+    anomalies: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: int = 0
+    late_sessions: int = 0
+    late_funnel: int = 0
+
+    def clear(self) -> None:
+        for name in ("enriched", "merges", "sessions", "sla", "response_times", "funnel", "anomalies"):
+            getattr(self, name).clear()
+        self.duplicates = self.late_sessions = self.late_funnel = 0
+
+
+class Pipeline:
+    def __init__(self, config: PipelineConfig | None = None, stores: dict[str, MemoryStore] | None = None):
+        self.config = cfg = config or PipelineConfig()
+        self.stores = stores if stores is not None else {ns: MemoryStore(ns) for ns in NAMESPACES}
+        self.dedup = DedupWindow(self.stores["dedup"], cfg.dedup_window_ms)
+        self.identity = IdentityGraph(self.stores["identity"], cfg.identity)
+        self.sessions = Sessionizer(
+            self.stores["sessions"], SessionConfig(cfg.session_gap_ms, cfg.allowed_lateness_ms)
+        )
+        self.sla = SlaEngine(self.stores["sla"], cfg.policies)
+        self.funnel = FunnelAggregator(self.stores["funnel"], FunnelConfig(window_ms=cfg.funnel_window_ms))
+        self.detector = AnomalyDetector(self.stores["anomaly"], cfg.detector)
+        self.out = Outputs()
+        # tenant -> wall ms of its last event (processing-time fallback); not persisted: after a
+        # restart the fallback simply starts counting again.
+        self._last_wall: dict[str, int] = {}
+
+    # --- recovery ---
+    def rebuild(self) -> None:
+        """Re-derive in-memory indexes after the stores were reloaded from a changelog."""
+        self.dedup.rebuild()
+        self.sessions.rebuild()
+        self.sla.rebuild()
+        self.funnel.rebuild()
+        self._last_wall.clear()
+
+    # --- event path ---
+    def process(self, tp: Touchpoint, wall_ms: int | None = None) -> None:
+        out = self.out
+        tenant = tp.tenant_id
+        if self.dedup.seen(tenant, tp.event_id, tp.occurred_at):
+            out.duplicates += 1
+            return
+        wm_store = self.stores["watermark"]
+        max_seen = wm_store.get(tenant)
+        if max_seen is None or tp.occurred_at > max_seen:
+            wm_store.put(tenant, tp.occurred_at)
+            max_seen = tp.occurred_at
+        if wall_ms is not None:
+            self._last_wall[tenant] = wall_ms
+
+        res = self.identity.resolve(tenant, tp.identities, tp.event_id, tp.occurred_at)
+        for merge in res.merges:
+            rec = merge.to_dict()
+            out.merges.append(rec)
+            if merge.status == "merged":
+                self.sessions.merge_persons(tenant, merge.from_person_id, merge.into_person_id)
+        person_id = res.person_id
+
+        stage = self.config.stage_map.stage_of(tenant, tp.type)
+        assignment = self.sessions.observe(tp, person_id, stage)
+        if assignment.late:
+            out.late_sessions += 1
+
+        if tp.conversation is not None:
+            self._route_sla(self.sla.observe(tp))
+
+        if stage is not None and not self.funnel.observe(
+            tenant, person_id, stage, tp.channel, tp.campaign_name, tp.occurred_at
+        ):
+            out.late_funnel += 1
+
+        enriched = to_valid_dict(tp)
+        enriched["person_id"] = person_id
+        enriched["session_id"] = assignment.session_id
+        enriched["session_seq"] = assignment.session_seq
+        enriched["stage"] = stage
+        out.enriched.append(enriched)
+
+    def _route_sla(self, records: list[dict[str, Any]]) -> None:
+        for rec in records:
+            if rec.get("record") == "response_time":
+                self.out.response_times.append(rec)
+            else:
+                self.out.sla.append(rec)
+
+    # --- time path ---
+    def watermark(self, tenant: str, wall_ms: int | None = None) -> int | None:
+        max_seen = self.stores["watermark"].get(tenant)
+        if max_seen is None:
+            return None
+        wm = max_seen - self.config.allowed_lateness_ms
+        last = self._last_wall.get(tenant)
+        if wall_ms is not None and last is not None:
+            idle = wall_ms - last - self.config.idle_advance_ms
+            if idle > 0:
+                wm += idle
+        return wm
+
+    def tick(self, now_ms: int, wall: bool = True) -> None:
+        """Advance clocks: SLA deadlines at ``now_ms``; per-tenant watermarks close sessions/windows.
+
+        ``wall=True`` (live): ``now_ms`` is the wall clock and drives the idle fallback.
+        ``wall=False`` (offline): ``now_ms`` is the replay's event-time clock.
+        """
+        self._route_sla(self.sla.advance(now_ms))
+        for tenant, _ in self.stores["watermark"].items():
+            wm = self.watermark(tenant, now_ms if wall else None)
+            if wm is None:
+                continue
+            self.out.sessions.extend(self.sessions.advance(tenant, wm))
+            rows = self.funnel.advance(tenant, wm)
+            if rows:
+                self._emit_funnel(tenant, rows, now_ms)
+            self.dedup.expire(tenant, wm)
+
+    def _emit_funnel(self, tenant: str, rows: list[dict[str, Any]], now_ms: int) -> None:
+        self.out.funnel.extend(rows)
+        by_window: dict[int, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_window.setdefault(row["window_start"], []).append(row)
+        for window_start in sorted(by_window):
+            detected_at = by_window[window_start][0]["window_end"]
+            self.out.anomalies.extend(
+                self.detector.observe_windows(tenant, window_start, by_window[window_start], detected_at)
+            )
+
+    def end_batch(self) -> None:
+        """Called by the shell after it persisted a batch's state (keeps dedup segments immutable)."""
+        self.dedup.seal()
+
+    def close_all(self, now_ms: int) -> None:
+        """End of offline input: close every session and window so nothing stays pending."""
+        self._route_sla(self.sla.advance(now_ms))
+        self.out.sessions.extend(self.sessions.close_all())
+        rows = self.funnel.close_all()
+        by_tenant: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_tenant.setdefault(row["tenant_id"], []).append(row)
+        for tenant in sorted(by_tenant):
+            self._emit_funnel(tenant, by_tenant[tenant], now_ms)
+
+    def drain(self) -> Outputs:
+        out, self.out = self.out, Outputs()
+        return out
+
+
+def ms_to_iso(ms: int | None) -> str | None:
+    return None if ms is None else format_timestamp(ms)

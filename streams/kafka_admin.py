@@ -1,0 +1,150 @@
+"""Thin admin helpers over aiokafka: topic creation, end offsets, consumer-group lag.
+
+Why not let the broker auto-create topics: auto-created topics get the broker's default
+partition count and replication, and the pipeline's correctness (tenant-keyed single writer,
+changelog co-partitioning) depends on every pipeline topic having the same, chosen count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import TopicPartition
+
+from streams.settings import Settings
+
+
+def client_kwargs(settings: Settings | None) -> dict[str, Any]:
+    """Security pass-through (SASL/SCRAM, TLS) shared by every aiokafka client we create."""
+    if settings is None or settings.kafka_security_protocol == "PLAINTEXT":
+        return {}
+    kw: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        kw["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+    if settings.kafka_sasl_mechanism:
+        kw["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        kw["sasl_plain_username"] = settings.kafka_sasl_username
+        kw["sasl_plain_password"] = settings.kafka_sasl_password
+    return kw
+
+
+async def _with_admin(bootstrap: str, settings: Settings | None, fn: Any, timeout: float = 10.0) -> Any:
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000), **client_kwargs(settings)
+    )
+    await asyncio.wait_for(admin.start(), timeout)
+    try:
+        return await asyncio.wait_for(fn(admin), timeout)
+    finally:
+        await admin.close()
+
+
+def cluster_brokers(bootstrap: str, timeout: float = 5.0, settings: Settings | None = None) -> int:
+    async def go(admin: AIOKafkaAdminClient) -> int:
+        return len((await admin.describe_cluster())["brokers"])
+
+    return asyncio.run(_with_admin(bootstrap, settings, go, timeout))
+
+
+async def ensure_topics(
+    bootstrap: str,
+    topics: Iterable[str],
+    partitions: int,
+    replication: int,
+    settings: Settings | None = None,
+    compacted: Iterable[str] = (),
+) -> list[str]:
+    """Create missing topics; returns the names created. Existing topics are left as they are."""
+    wanted = list(dict.fromkeys(topics))
+    compact = set(compacted)
+
+    async def go(admin: AIOKafkaAdminClient) -> list[str]:
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            new = [
+                NewTopic(
+                    t,
+                    num_partitions=partitions,
+                    replication_factor=replication,
+                    topic_configs={"cleanup.policy": "compact"} if t in compact else {},
+                )
+                for t in missing
+            ]
+            resp = await admin.create_topics(new)
+            for name, code, *_ in resp.topic_errors:
+                if code not in (0, 36):  # 36 = TOPIC_ALREADY_EXISTS (a concurrent creator won)
+                    raise RuntimeError(f"creating topic {name} failed with Kafka error code {code}")
+        return missing
+
+    created = await _with_admin(bootstrap, settings, go, timeout=30.0)
+    # Metadata propagates asynchronously; wait until every topic has leaders before returning.
+    if created:
+        await wait_for_leaders(bootstrap, created, settings)
+    return created
+
+
+async def wait_for_leaders(bootstrap: str, topics: list[str], settings: Settings | None, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        async def go(admin: AIOKafkaAdminClient) -> bool:
+            meta = await admin.describe_topics(topics)
+            return all(
+                t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+                for t in meta
+            )
+
+        if await _with_admin(bootstrap, settings, go):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"topics {topics} have no leaders after {timeout}s")
+        await asyncio.sleep(0.2)
+
+
+async def describe(bootstrap: str, group_ids: Iterable[str], settings: Settings | None = None,
+                   timeout: float = 5.0) -> dict[str, Any]:
+    """Topics with partition counts and end offsets, and lag per consumer group (for `status`)."""
+
+    async def topics_of(admin: AIOKafkaAdminClient) -> tuple[list[Any], dict[str, dict[TopicPartition, int]]]:
+        meta = await admin.describe_topics()
+        committed: dict[str, dict[TopicPartition, int]] = {}
+        for gid in group_ids:
+            try:
+                offs = await admin.list_consumer_group_offsets(gid)
+            except Exception:  # group unknown yet: no lag to report
+                offs = {}
+            committed[gid] = {tp: om.offset for tp, om in offs.items() if om.offset >= 0}
+        return meta, committed
+
+    meta, committed = await _with_admin(bootstrap, settings, topics_of, timeout)
+    tps = [
+        TopicPartition(t["topic"], p["partition"])
+        for t in meta
+        if not t["topic"].startswith("__")
+        for p in t["partitions"]
+    ]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **client_kwargs(settings))
+    await asyncio.wait_for(consumer.start(), timeout)
+    try:
+        ends = await asyncio.wait_for(consumer.end_offsets(tps), timeout) if tps else {}
+    finally:
+        await consumer.stop()
+    topics: dict[str, dict[str, Any]] = {}
+    for tp in sorted(ends, key=lambda x: (x.topic, x.partition)):
+        entry = topics.setdefault(tp.topic, {"partitions": 0, "end_offsets": {}, "messages": 0})
+        entry["partitions"] += 1
+        entry["end_offsets"][str(tp.partition)] = ends[tp]
+        entry["messages"] += ends[tp]
+    lag: dict[str, dict[str, int]] = {}
+    for gid, offs in committed.items():
+        per_topic: dict[str, int] = {}
+        for tp, off in offs.items():
+            if tp in ends:
+                per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, ends[tp] - off)
+        lag[gid] = per_topic
+    return {"topics": topics, "lag": lag}
