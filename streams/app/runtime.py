@@ -112,6 +112,9 @@ def build(settings: Settings, *, sink: bool = True) -> Runtime:
         table_cleanup_interval=3600.0,
         **faust_broker_kwargs(settings),
     )
+    # send_soon buffers up to this many messages before flushing inline; Faust's default (100)
+    # is far below one batch of outputs and only produces "buffer full" warnings.
+    app.producer.buffer.max_messages = 20_000
     faust_topics = {
         name: app.topic(
             settings.topic(name), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
@@ -121,7 +124,7 @@ def build(settings: Settings, *, sink: bool = True) -> Runtime:
     }
     table = app.Table(
         "state", default=None, partitions=settings.partitions,
-        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+        schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
     )
     pipeline = Pipeline(pipeline_config(settings))
     bridge = StateBridge(table, pipeline.stores, settings.partitions)

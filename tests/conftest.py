@@ -1,0 +1,138 @@
+"""Shared fixtures: a real Kafka broker for the session, and worker processes per test.
+
+The broker is the project's own KRaft launcher (Maven-resolved jars cached under
+``.touchstream/kafka``), on ports 29092+ so it never collides with ``make run``. Set
+``KAFKA_BOOTSTRAP_SERVERS`` to run the integration tests against an existing cluster instead.
+Each test gets its own topic prefix and consumer group, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+JARS = ROOT / ".touchstream" / "kafka"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    from streams.localkafka import LocalKafka
+
+    base = Path(tempfile.mkdtemp(prefix="ts-kafka-"))
+    k = LocalKafka(base, nodes=1, base_port=int(os.environ.get("TOUCHSTREAM_TEST_KAFKA_PORT", "29092")),
+                   libs_root=JARS)
+    k.start(timeout=120)
+    try:
+        yield k.bootstrap
+    finally:
+        k.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class WorkerProc:
+    """A ``touchstream worker`` subprocess with its own data dir; killable like production."""
+
+    def __init__(self, env: dict[str, str], log: Path, args: tuple[str, ...] = ("worker",)) -> None:
+        self.env = env
+        self.log = log
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProc:
+        fh = open(self.log, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [sys.executable, *(os.environ.get("TOUCHSTREAM_TEST_ENTRY", "-m streams").split()), *self.args], env=self.env, stdout=fh, stderr=subprocess.STDOUT,
+            cwd=ROOT, start_new_session=True,
+        )
+        fh.close()
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def tail(self, n: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
+
+
+@pytest.fixture
+def pipeline_env(kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
+    run_id = uuid.uuid4().hex[:8]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOUCHSTREAM_", "CLICKHOUSE_"))}
+    env.update(
+        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        TOUCHSTREAM_DATA_DIR=str(tmp_path / "data"),
+        TOUCHSTREAM_TOPIC_PREFIX=f"t{run_id}.",
+        TOUCHSTREAM_APP_ID=f"ts-{run_id}",
+        TOUCHSTREAM_PARTITIONS="4",
+        TOUCHSTREAM_SINK_FLUSH_S="0.3",
+        TOUCHSTREAM_LOG_LEVEL="warn",
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[WorkerProc]]:
+    procs: list[WorkerProc] = []
+    yield procs
+    for w in procs:
+        w.kill9() if w.alive() else None
+
+
+def wait_until(pred, timeout: float, interval: float = 0.25, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture(autouse=True)
+def _show_worker_logs_on_failure(request: pytest.FixtureRequest, workers: list[WorkerProc]) -> Iterator[None]:
+    yield
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        for i, w in enumerate(workers):
+            print(f"\n----- worker {i} log tail -----\n{w.tail()}")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    rep = yield
+    setattr(item, "rep_" + rep.when, rep)
+    return rep
