@@ -86,6 +86,14 @@ class WorkerProc:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.fixture
 def pipeline_env(kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
     run_id = uuid.uuid4().hex[:8]
@@ -97,6 +105,7 @@ def pipeline_env(kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
         TOUCHSTREAM_APP_ID=f"ts-{run_id}",
         TOUCHSTREAM_PARTITIONS="4",
         TOUCHSTREAM_SINK_FLUSH_S="0.3",
+        TOUCHSTREAM_WEB_PORT=str(free_port()),
         TOUCHSTREAM_LOG_LEVEL="warn",
         PYTHONPATH=str(ROOT),
     )

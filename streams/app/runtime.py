@@ -92,7 +92,7 @@ def faust_broker_kwargs(settings: Settings) -> dict[str, Any]:
     return kw
 
 
-def build(settings: Settings, *, sink: bool = True) -> Runtime:
+def build(settings: Settings, *, sink: bool = True, web: bool = True) -> Runtime:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
@@ -102,7 +102,10 @@ def build(settings: Settings, *, sink: bool = True) -> Runtime:
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
         topic_allow_declare=True,
-        web_enabled=False,
+        web_enabled=web,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
         producer_acks=-1,
         producer_linger_ms=5,
         producer_max_batch_size=262_144,
@@ -133,9 +136,12 @@ def build(settings: Settings, *, sink: bool = True) -> Runtime:
 
     from streams.app import process, validate
     from streams.app import sink as sink_mod
+    from streams.app import web as web_mod
 
     validate.register(rt)
     process.register(rt, table)
     if sink:
         sink_mod.register(rt)
+    if web:
+        web_mod.register(rt)
     return rt

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import urllib.request
 from pathlib import Path
 
 import orjson
@@ -28,6 +29,13 @@ BAD: list[tuple[bytes, str]] = [
     (orjson.dumps({"event_id": "b4", "tenant_id": "t0", "occurred_at": "2026-01-01T00:00:00Z", "channel": "web",
                    "type": "page_view", "identities": {}}), "no_identity"),
 ]
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"metric {name} not exposed")
 
 
 def valid_events(n: int, start_ms: int) -> list[dict]:
@@ -70,6 +78,14 @@ def test_valid_to_clickhouse_invalid_to_dlq(pipeline_env: dict[str, str], tmp_pa
     wait_until(lambda: group_lag(bootstrap, group, prefix + "touchpoints.enriched") == 0, 60,
                what="sink to commit enriched offsets")
     assert w.alive(), w.tail()
+    port = env["TOUCHSTREAM_WEB_PORT"]
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert metric(metrics, 'touchstream_events_in_total{topic="touchpoints.raw"}') == len(msgs)
+    assert metric(metrics, 'touchstream_dlq_total{reason="not_json"}') == 1
+    assert metric(metrics, "touchstream_duplicates_total") == 10
+    assert metric(metrics, 'touchstream_sink_rows_total{table="touchpoints"}') == n_valid
+    ready = orjson.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5).read())
+    assert ready["state_recovered"] and ready["clickhouse"] and ready["assigned_partitions"] == [0, 1, 2, 3]
     assert w.stop() == 0, w.tail()
 
     enriched = [orjson.loads(v) for _, v, _ in read_all(bootstrap, prefix + "touchpoints.enriched")]

@@ -1,0 +1,43 @@
+"""The worker's HTTP endpoints on Faust's web server: metrics, liveness, readiness.
+
+``/metrics`` and ``/health`` are always open (scrapers and orchestrators); everything else may
+require ``Authorization: Bearer $TOUCHSTREAM_WEB_TOKEN`` when that variable is set.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+if TYPE_CHECKING:
+    from streams.app.runtime import Runtime
+
+
+def register(rt: Runtime) -> None:
+    app = rt.app
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/ready")
+    async def ready(web: Any, request: Any) -> Any:
+        token = os.environ.get("TOUCHSTREAM_WEB_TOKEN")
+        if token and request.headers.get("Authorization") != f"Bearer {token}":
+            return web.json({"error": "unauthorized"}, status=401)
+        assigned = sorted(tp.partition for tp in app.assignor.assigned_actives()
+                          if tp.topic == rt.settings.topic("touchpoints.valid"))
+        try:
+            await rt.clickhouse.run(rt.clickhouse.query, "SELECT 1")
+            ch_ok = True
+        except Exception:  # readiness reports it; it must not raise
+            ch_ok = False
+        body = {"state_recovered": rt.ready, "assigned_partitions": assigned, "clickhouse": ch_ok}
+        ok = rt.ready and ch_ok
+        return web.json(body, status=200 if ok else 503)
