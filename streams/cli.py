@@ -26,6 +26,8 @@ EPILOG = """examples:
   touchstream process feed.jsonl --out out/  # same core, offline, in event time
   touchstream status --json                # broker, topics, lag, ClickHouse row counts
   touchstream dlq replay --reason unknown_channel
+  touchstream query funnel --tenant acme --since 1h --by campaign
+  touchstream query sla --since 24h --json
 """
 
 
@@ -295,6 +297,44 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- query
+def cmd_query(args: argparse.Namespace) -> int:
+    from streams.clickhouse import queries
+    from streams.clickhouse.client import ClickHouse
+
+    s = _settings(args)
+    since = queries.parse_since(args.since)
+    ch = ClickHouse(s.clickhouse_url, s.clickhouse_database)
+    try:
+        if args.what == "funnel":
+            rows = queries.funnel(ch, args.tenant, since, args.by)
+        elif args.what == "sla":
+            rows = queries.sla(ch, args.tenant, since)
+        elif args.what == "sessions":
+            rows = queries.sessions(ch, args.tenant, since)
+        else:
+            rows = queries.anomalies(ch, args.tenant, since, open_only=not args.all)
+    finally:
+        ch.close()
+    if args.json:
+        print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+    else:
+        _print_table(rows)
+    return 0
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("(no rows)")
+        return
+    cols = list(rows[0].keys())
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
 # ---------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -336,6 +376,15 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="broker, topics, lag and ClickHouse rows")
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_status)
+
+    q = sub.add_parser("query", help="answers from ClickHouse: funnel, sla, sessions, anomalies")
+    q.add_argument("what", choices=["funnel", "sla", "sessions", "anomalies"])
+    q.add_argument("--tenant")
+    q.add_argument("--since", default="1h", help="period: 30m, 1h, 7d (default 1h)")
+    q.add_argument("--by", choices=["campaign", "channel"], help="funnel: split by dimension")
+    q.add_argument("--all", action="store_true", help="anomalies: include resolved ones")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(fn=cmd_query)
 
     d = sub.add_parser("dlq", help="dead-letter tools")
     d.add_argument("action", choices=["replay"])

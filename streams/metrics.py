@@ -23,7 +23,9 @@ APPEND_LATENCY = Histogram(
 OPEN_SESSIONS = Gauge("touchstream_open_sessions", "Sessions open in this worker")
 OPEN_WAITS = Gauge("touchstream_sla_open_waits", "Customer messages waiting for a reply")
 OLDEST_WAIT = Gauge("touchstream_sla_oldest_wait_age_seconds", "Age of the oldest open wait")
-SLA_EVENTS = Counter("touchstream_sla_events_total", "SLA warnings, breaches, resolutions", ["event", "channel", "team"])
+SLA_EVENTS = Counter(
+    "touchstream_sla_events_total", "SLA warnings, breaches, resolutions", ["event", "channel", "team"]
+)
 RESPONSE_TIME = Histogram(
     "touchstream_response_time_seconds",
     "Reply response time (business seconds), by channel and team",

@@ -4,6 +4,9 @@ One frozen object built once at start-up (``Settings.from_env()``) and passed do
 else in the package reads the environment, so a reader can see every knob here and tests
 can build variants without monkeypatching ``os.environ``.
 
+The embedded ClickHouse engine is single-process: several workers on it run
+``TOUCHSTREAM_ROLE=process`` plus one ``sink``; with a ClickHouse server every worker can be ``all``.
+
 | variable | default | meaning |
 |---|---|---|
 | TOUCHSTREAM_DATA_DIR | .touchstream | all local state: Kafka data + jars, embedded ClickHouse, Faust tables |
@@ -15,6 +18,7 @@ can build variants without monkeypatching ``os.environ``.
 | CLICKHOUSE_URL | chdb:///<data dir>/clickhouse | ``chdb:///path`` (embedded) or ``http(s)://user:pass@host:8123/db`` |
 | CLICKHOUSE_DATABASE | touchstream | database used when the URL names none |
 | TOUCHSTREAM_TOPIC_PREFIX | (empty) | prefix of every topic name, to run several environments on one cluster |
+| TOUCHSTREAM_ROLE | all | ``all`` (validate+process+sink), ``process`` or ``sink`` (group ``<app id>-sink``) |
 | TOUCHSTREAM_APP_ID | touchstream | Faust app id = consumer group prefix and internal topic prefix |
 | TOUCHSTREAM_PARTITIONS | 4 | partitions of the pipeline topics (created by the worker) |
 | TOUCHSTREAM_REPLICATION | 1 | replication factor of the pipeline topics (3 on a cluster) |
@@ -24,7 +28,7 @@ can build variants without monkeypatching ``os.environ``.
 | TOUCHSTREAM_DEDUP_WINDOW_S | 900 | duplicate ``event_id`` within this event-time window are dropped |
 | TOUCHSTREAM_SESSION_GAP_S | 1800 | session inactivity timeout |
 | TOUCHSTREAM_ALLOWED_LATENESS_S | 300 | late events within this land in their session / window |
-| TOUCHSTREAM_IDLE_ADVANCE_S | 60 | processing-time fallback: an idle tenant's watermark follows the wall clock after this |
+| TOUCHSTREAM_IDLE_ADVANCE_S | 60 | idle tenant: its watermark follows the wall clock after this |
 | TOUCHSTREAM_FUNNEL_WINDOW_S | 60 | funnel tumbling window |
 | TOUCHSTREAM_SLA_POLICIES | – | path to an SLA policy JSON file (built-in defaults when unset) |
 | TOUCHSTREAM_SINK_BATCH_ROWS | 20000 | ClickHouse sink: flush a table's batch at this many rows |
@@ -77,6 +81,7 @@ class Settings:
     clickhouse_url: str
     clickhouse_database: str
     app_id: str
+    role: str
     topic_prefix: str
     partitions: int
     replication: int
@@ -113,6 +118,7 @@ class Settings:
             clickhouse_url=env.get("CLICKHOUSE_URL") or f"chdb://{data_dir / 'clickhouse'}",
             clickhouse_database=env.get("CLICKHOUSE_DATABASE") or "touchstream",
             app_id=env.get("TOUCHSTREAM_APP_ID") or "touchstream",
+            role=env.get("TOUCHSTREAM_ROLE") or "all",
             topic_prefix=env.get("TOUCHSTREAM_TOPIC_PREFIX") or "",
             partitions=_int(env, "TOUCHSTREAM_PARTITIONS", 4),
             replication=_int(env, "TOUCHSTREAM_REPLICATION", 1),
@@ -133,7 +139,10 @@ class Settings:
             log_format=env.get("TOUCHSTREAM_LOG_FORMAT") or "json",
             log_level=env.get("TOUCHSTREAM_LOG_LEVEL") or "info",
         )
-        return replace(s, **overrides) if overrides else s
+        s = replace(s, **overrides) if overrides else s
+        if s.role not in ("all", "process", "sink"):
+            raise ValueError(f"TOUCHSTREAM_ROLE must be all, process or sink, got {s.role!r}")
+        return s
 
     @property
     def bootstrap(self) -> str:

@@ -56,8 +56,8 @@ class WorkerProc:
     def start(self) -> WorkerProc:
         fh = open(self.log, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [sys.executable, *(os.environ.get("TOUCHSTREAM_TEST_ENTRY", "-m streams").split()), *self.args], env=self.env, stdout=fh, stderr=subprocess.STDOUT,
-            cwd=ROOT, start_new_session=True,
+            [sys.executable, "-m", "streams", *self.args],
+            env=self.env, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
         )
         fh.close()
         return self
@@ -145,3 +145,41 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     rep = yield
     setattr(item, "rep_" + rep.when, rep)
     return rep
+
+
+@pytest.fixture(scope="session")
+def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One embedded engine per process: every in-process ClickHouse test shares this path
+    and isolates itself with its own database."""
+    return tmp_path_factory.mktemp("chdb") / "engine"
+
+
+@pytest.fixture
+def ch(chdb_path: Path) -> Iterator[object]:
+    from streams.clickhouse.client import ClickHouse
+    from streams.clickhouse.migrate import migrate
+
+    client = ClickHouse(f"chdb://{chdb_path}", database=f"t_{uuid.uuid4().hex[:10]}")
+    migrate(client)
+    yield client
+    client.command(f"DROP DATABASE IF EXISTS {client.db}")
+
+
+def ch_query(env: dict[str, str], sql: str) -> list[list[object]]:
+    """Query a worker's embedded ClickHouse from a subprocess (the engine is one per process)."""
+    code = (
+        "import sys, orjson\n"
+        "from streams.settings import Settings\n"
+        "from streams.clickhouse.client import ClickHouse\n"
+        "s = Settings.from_env()\n"
+        "ch = ClickHouse(s.clickhouse_url, s.clickhouse_database)\n"
+        "rows = ch.query(sys.argv[1].replace('{db}', ch.db))\n"
+        "print(orjson.dumps([list(r) for r in rows], default=str).decode())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, sql], env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    if out.returncode != 0:
+        raise AssertionError(out.stderr[-3000:])
+    import orjson
+
+    return orjson.loads(out.stdout)

@@ -92,10 +92,11 @@ def faust_broker_kwargs(settings: Settings) -> dict[str, Any]:
     return kw
 
 
-def build(settings: Settings, *, sink: bool = True, web: bool = True) -> Runtime:
+def build(settings: Settings, *, web: bool = True) -> Runtime:
+    """The app for ``settings.role``: all stages, processing only, or the ClickHouse sink only."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        settings.app_id,
+        settings.app_id if settings.role != "sink" else f"{settings.app_id}-sink",
         broker=",".join(f"kafka://{b}" for b in settings.bootstrap.split(",")),
         store=settings.store,
         datadir=str(settings.state_dir),
@@ -125,9 +126,14 @@ def build(settings: Settings, *, sink: bool = True, web: bool = True) -> Runtime
         )
         for name in topics.ALL
     }
-    table = app.Table(
-        "state", default=None, partitions=settings.partitions,
-        schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+    processing = settings.role in ("all", "process")
+    table = (
+        app.Table(
+            "state", default=None, partitions=settings.partitions,
+            schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+        )
+        if processing
+        else None
     )
     pipeline = Pipeline(pipeline_config(settings))
     bridge = StateBridge(table, pipeline.stores, settings.partitions)
@@ -138,9 +144,10 @@ def build(settings: Settings, *, sink: bool = True, web: bool = True) -> Runtime
     from streams.app import sink as sink_mod
     from streams.app import web as web_mod
 
-    validate.register(rt)
-    process.register(rt, table)
-    if sink:
+    if processing:
+        validate.register(rt)
+        process.register(rt, table)
+    if settings.role in ("all", "sink"):
         sink_mod.register(rt)
     if web:
         web_mod.register(rt)

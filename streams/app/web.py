@@ -33,11 +33,15 @@ def register(rt: Runtime) -> None:
             return web.json({"error": "unauthorized"}, status=401)
         assigned = sorted(tp.partition for tp in app.assignor.assigned_actives()
                           if tp.topic == rt.settings.topic("touchpoints.valid"))
-        try:
-            await rt.clickhouse.run(rt.clickhouse.query, "SELECT 1")
-            ch_ok = True
-        except Exception:  # readiness reports it; it must not raise
-            ch_ok = False
-        body = {"state_recovered": rt.ready, "assigned_partitions": assigned, "clickhouse": ch_ok}
-        ok = rt.ready and ch_ok
+        ch_ok: bool | None = None  # a process-only worker does not touch ClickHouse
+        if rt.settings.role != "process":
+            try:
+                await rt.clickhouse.run(rt.clickhouse.query, "SELECT 1")
+                ch_ok = True
+            except Exception:  # readiness reports it; it must not raise
+                ch_ok = False
+        recovered = rt.ready or rt.settings.role == "sink"
+        body = {"role": rt.settings.role, "state_recovered": recovered, "assigned_partitions": assigned,
+                "clickhouse": ch_ok}
+        ok = recovered and ch_ok is not False
         return web.json(body, status=200 if ok else 503)

@@ -8,6 +8,7 @@ also keeps inserts off the asyncio event loop (``await ch.run(fn)``) without loc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -76,10 +77,8 @@ class ClickHouse:
         with self._lock:
             client, self._client = self._client, None
         if client is not None and not self.embedded:
-            try:
+            with contextlib.suppress(Exception):  # a broken connection may fail to close; it is discarded
                 client.close()
-            except Exception:  # closing a broken connection may fail; we are discarding it anyway
-                pass
 
     # --- synchronous API (CLI, tests, migrations) ---
     def command(self, sql: str, settings: dict[str, Any] | None = None) -> Any:
@@ -120,7 +119,5 @@ class ClickHouse:
         self._executor.shutdown(wait=True)
         client, self._client = self._client, None
         if client is not None:
-            try:
+            with contextlib.suppress(Exception):  # best effort on shutdown
                 client.close()
-            except Exception:  # best effort on shutdown
-                pass

@@ -9,8 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.clickhouse.client import ClickHouse
-from tests.conftest import WorkerProc, wait_until
+from tests.conftest import WorkerProc, ch_query, wait_until
 from tests.kafka_util import group_lag, message_count, produce, read_all, topic_counts
 
 pytestmark = pytest.mark.integration
@@ -59,7 +58,8 @@ def valid_events(n: int, start_ms: int) -> list[dict]:
 def test_valid_to_clickhouse_invalid_to_dlq(pipeline_env: dict[str, str], tmp_path: Path,
                                             workers: list[WorkerProc]) -> None:
     env = pipeline_env
-    prefix, bootstrap, group = env["TOUCHSTREAM_TOPIC_PREFIX"], env["KAFKA_BOOTSTRAP_SERVERS"], env["TOUCHSTREAM_APP_ID"]
+    prefix, bootstrap = env["TOUCHSTREAM_TOPIC_PREFIX"], env["KAFKA_BOOTSTRAP_SERVERS"]
+    group = env["TOUCHSTREAM_APP_ID"]
     w = WorkerProc(env, tmp_path / "worker.log").start()
     workers.append(w)
     wait_until(lambda: prefix + "touchpoints.raw" in topic_counts(bootstrap)["topics"], 60,
@@ -96,9 +96,8 @@ def test_valid_to_clickhouse_invalid_to_dlq(pipeline_env: dict[str, str], tmp_pa
     assert sorted(d["reason"] for d in dlq) == sorted(r for _, r in BAD)
     assert all(d["source"]["topic"] == prefix + "touchpoints.raw" and d["original_b64"] for d in dlq)
 
-    ch = ClickHouse(f"chdb://{env['TOUCHSTREAM_DATA_DIR']}/clickhouse")
-    assert ch.count("touchpoints", final=True) == n_valid
-    assert ch.count("touchpoints", final=False) == n_valid  # no crash happened: not even pre-merge duplicates
-    ids = {r[0] for r in ch.query(f"SELECT event_id FROM {ch.db}.touchpoints")}
+    assert ch_query(env, "SELECT count() FROM {db}.touchpoints FINAL") == [[n_valid]]
+    # no crash happened, so not even pre-merge duplicates exist
+    assert ch_query(env, "SELECT count() FROM {db}.touchpoints") == [[n_valid]]
+    ids = {r[0] for r in ch_query(env, "SELECT event_id FROM {db}.touchpoints")}
     assert ids == {e["event_id"] for e in events}
-    ch.close()

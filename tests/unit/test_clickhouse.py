@@ -1,0 +1,112 @@
+"""Migrations, row mappings and queries on the real embedded ClickHouse engine (chdb)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from streams.clickhouse import queries
+from streams.clickhouse.client import ClickHouse, database_of, redact
+from streams.clickhouse.migrate import load, migrate, statements
+from streams.clickhouse.rows import SPECS
+
+
+def now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+def test_migrations_are_idempotent(ch: ClickHouse) -> None:
+    assert migrate(ch) == []  # the fixture applied them already
+    applied = ch.query(f"SELECT version FROM {ch.db}.schema_migrations ORDER BY version")
+    assert [r[0] for r in applied] == [m.version for m in load()]
+    assert {"touchpoints", "sessions", "sla_events", "response_times", "funnel_minute", "anomalies"} <= set(
+        ch.tables()
+    )
+
+
+def test_statement_splitter_ignores_comments() -> None:
+    assert statements("-- a;\nCREATE X (a);\n\nCREATE Y\n(b);\n") == ["CREATE X (a)", "CREATE Y\n(b)"]
+
+
+def test_url_helpers() -> None:
+    assert redact("http://u:secret@h:8123/db") == "http://u:***@h:8123/db"
+    assert redact("chdb:///tmp/x") == "chdb:///tmp/x"
+    assert database_of("http://u:p@h:8123/analytics", "touchstream") == "analytics"
+    assert database_of("chdb:///tmp/x", "touchstream") == "touchstream"
+
+
+def enriched(i: int, stage: str, etype: str, person: str, ts: int) -> dict:
+    iso = datetime.fromtimestamp(ts / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return {
+        "event_id": f"e{i}", "tenant_id": "acme", "occurred_at": iso, "channel": "web", "type": etype,
+        "identities": {"anonymous_id": person}, "campaign": {"name": "spring"}, "person_id": person,
+        "session_id": "s_1", "session_seq": 1, "stage": stage,
+        "source": {"topic": "touchpoints.raw", "partition": 0, "offset": i},
+    }
+
+
+def insert(ch: ClickHouse, table: str, records: list[dict], token: str | None = None) -> None:
+    spec = next(s for s in SPECS if s.table == table)
+    ch.insert(table, [spec.to_row(r) for r in records], spec.columns, token)
+
+
+def test_duplicates_collapse_and_tokens_drop_identical_batches(ch: ClickHouse) -> None:
+    t = now_ms()
+    batch = [enriched(i, "visit", "page_view", f"p_{i}", t) for i in range(10)]
+    insert(ch, "touchpoints", batch, token="tok-a")
+    insert(ch, "touchpoints", batch, token="tok-a")  # same batch re-sent: dropped by the token
+    assert ch.count("touchpoints", final=False) == 10
+    insert(ch, "touchpoints", batch[:5], token="tok-b")  # a re-cut replay: new token, same rows
+    assert ch.count("touchpoints", final=False) == 15
+    assert ch.count("touchpoints", final=True) == 10  # FINAL: exact regardless of merges
+
+
+def test_funnel_query_counts_distinct_persons_and_conversion(ch: ClickHouse) -> None:
+    t = now_ms() - 60_000
+    recs = [enriched(i, "click", "ad_click", f"p_{i}", t) for i in range(10)]
+    recs += [enriched(100 + i, "visit", "page_view", f"p_{i}", t + 1000) for i in range(4)]
+    recs += [enriched(200, "visit", "page_view", "p_0", t + 2000)]  # same person twice: counted once
+    insert(ch, "touchpoints", recs)
+    rows = {r["stage"]: r for r in queries.funnel(ch, "acme", 3600)}
+    assert rows["click"]["persons"] == 10
+    assert rows["visit"]["persons"] == 4 and rows["visit"]["events"] == 5
+    assert rows["visit"]["conversion_from_previous"] == 0.4
+    by_campaign = queries.funnel(ch, "acme", 3600, by="campaign")
+    assert {r["campaign"] for r in by_campaign} == {"spring"}
+
+
+def test_sla_sessions_anomalies_queries(ch: ClickHouse) -> None:
+    t = now_ms() - 120_000
+    base = {"tenant_id": "acme", "conversation_id": "c1", "channel": "live_chat", "team": "support",
+            "agent_id": "a1", "priority": "normal", "policy": "default", "kind": "first_reply", "started_at": t}
+    insert(ch, "response_times", [
+        {**base, "wait_id": "acme:c1:1", "replied_at": t + 30_000, "response_s": 30.0, "response_wall_s": 30.0,
+         "target_s": 60.0, "breached": False},
+        {**base, "wait_id": "acme:c1:2", "replied_at": t + 90_000, "response_s": 90.0, "response_wall_s": 90.0,
+         "target_s": 60.0, "breached": True},
+    ])
+    insert(ch, "sla_events", [{**base, "wait_id": "acme:c1:2", "event": "breach", "due_at": t + 60_000,
+                               "fired_at": t + 60_000, "response_s": None}])
+    (row,) = queries.sla(ch, "acme", 3600)
+    assert row["replies"] == 2 and row["attainment"] == 0.5 and row["breaches_fired"] == 1
+    insert(ch, "sessions", [{
+        "tenant_id": "acme", "session_id": "s_1", "person_id": "p_1", "started_at": t, "ended_at": t + 60_000,
+        "touchpoints": 3, "channels": ["web"], "first_touch": {"channel": "web"}, "last_touch": {"channel": "web"},
+        "max_stage": "lead", "converted": True, "merged_session_ids": [], "late_events": 0,
+    }])
+    (srow,) = queries.sessions(ch, "acme", 3600)
+    assert srow["sessions"] == 1 and srow["conversion_rate"] == 1.0 and srow["avg_duration_s"] == 60.0
+    anomaly = {"anomaly_id": "a1", "tenant_id": "acme", "dimension": {"campaign": "spring"},
+               "stage_from": "click", "stage_to": "visit", "kind": "conversion_drop", "window_start": t,
+               "observed": 0.2, "expected": 0.5, "score": 9.0, "est_lost_conversions": 3.0}
+    insert(ch, "anomalies", [{**anomaly, "status": "open", "detected_at": t + 60_000}])
+    assert [a["anomaly_id"] for a in queries.anomalies(ch, "acme", 3600)] == ["a1"]
+    insert(ch, "anomalies", [{**anomaly, "status": "resolved", "detected_at": t + 120_000}])
+    assert queries.anomalies(ch, "acme", 3600) == []
+    assert queries.anomalies(ch, "acme", 3600, open_only=False)[0]["status"] == "resolved"
+
+
+@pytest.mark.parametrize("text,seconds", [("90s", 90), ("15m", 900), ("1h", 3600), ("7d", 604800)])
+def test_parse_since(text: str, seconds: int) -> None:
+    assert queries.parse_since(text) == seconds
