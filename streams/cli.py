@@ -335,6 +335,14 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
 
 
+# ---------------------------------------------------------------- bench
+def cmd_bench(args: argparse.Namespace) -> int:
+    from streams import bench
+
+    s = _settings(args)
+    return bench.main(s, args.events, args.partitions, args.rate, args.persons, args.recovery_persons, args.json)
+
+
 # ---------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -385,6 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--all", action="store_true", help="anomalies: include resolved ones")
     q.add_argument("--json", action="store_true")
     q.set_defaults(fn=cmd_query)
+
+    b = sub.add_parser("bench", help="bare consumer vs full pipeline, latency, memory, recovery")
+    b.add_argument("--events", type=int, default=200_000)
+    b.add_argument("--partitions", type=int, default=4)
+    b.add_argument("--rate", type=float, default=5000.0, help="offered load for the latency run")
+    b.add_argument("--persons", type=int, default=100_000, help="active persons for the memory figure")
+    b.add_argument("--recovery-persons", type=int, default=1_000_000)
+    b.add_argument("--json", help="also write the figures to this file")
+    b.set_defaults(fn=cmd_bench)
 
     d = sub.add_parser("dlq", help="dead-letter tools")
     d.add_argument("action", choices=["replay"])

@@ -1,0 +1,348 @@
+"""``touchstream bench``: the physical limit of Python here vs the full pipeline, side by side.
+
+On the local real broker, in one run, on the same pre-produced topic:
+1. bare: an aiokafka consumer fetching in batches and decoding with orjson, nothing else;
+2. pipeline: validate → identity → sessions → SLA → funnel → enriched topic → ClickHouse,
+   measured from start of consumption until the sink committed everything (events/s);
+3. latency at a fixed offered load (paced producer): raw append → enriched append, p50/p99,
+   from Kafka's own record timestamps (both CreateTime, same clock);
+4. memory: peak RSS of the worker process, and bytes per active person / open conversation
+   measured on the core in-process (tracemalloc);
+5. recovery: kill -9 a worker holding N persons of state, restart, time until it processes again.
+Prints one table; ``--json FILE`` writes the same figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from streams.app import topics
+from streams.kafka_admin import describe, ensure_topics
+from streams.settings import Settings
+
+
+def synthetic_events(n: int, start_ms: int, seed: int = 1) -> Iterator[dict[str, Any]]:
+    """The simulator's realistic mix (message sizes, keys, tenants), truncated to n events."""
+    from streams.simulate import SimConfig, generate
+
+    rate = max(50.0, n / 600)
+    cfg = SimConfig(rate=rate, duration_s=n / rate * 1.2 + 60, seed=seed, start_ms=start_ms)
+    for i, ev in enumerate(generate(cfg)):
+        if i >= n:
+            return
+        yield ev
+
+
+async def _produce(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]], rate: float | None = None) -> None:
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5 if rate is None else 0, acks="all",
+                         enable_idempotence=True, max_batch_size=262_144)
+    await p.start()
+    try:
+        t0 = time.monotonic()
+        pending = []
+        for i, (k, v) in enumerate(payloads):
+            if rate is not None:
+                due = t0 + i / rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            pending.append(await p.send(topic, value=v, key=k))
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+        await p.flush()
+    finally:
+        await p.stop()
+
+
+async def bare_consumer(bootstrap: str, topic: str, expected: int) -> float:
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-bare-{uuid.uuid4().hex[:6]}",
+                         auto_offset_reset="earliest", enable_auto_commit=False, max_partition_fetch_bytes=4 << 20,
+                         fetch_max_bytes=32 << 20)
+    await c.start()
+    try:
+        n = 0
+        t0 = None
+        loads = orjson.loads
+        while n < expected:
+            batch = await c.getmany(timeout_ms=1000, max_records=10_000)
+            if t0 is None and batch:
+                t0 = time.perf_counter()
+            for msgs in batch.values():
+                for m in msgs:
+                    loads(m.value)
+                n += len(msgs)
+        return n / (time.perf_counter() - (t0 or time.perf_counter()))
+    finally:
+        await c.stop()
+
+
+async def _lag(bootstrap: str, group: str, topic: str) -> int | None:
+    info = await describe(bootstrap, [group])
+    lag = info["lag"].get(group, {})
+    return lag.get(topic)
+
+
+def _rss_peak_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+class Worker:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log = env, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        fh = open(self.log, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=self.env, stdout=fh,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        fh.close()
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+            self.proc.wait(60)
+
+
+async def _wait(pred: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await pred():
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"bench: timed out waiting for {what}")
+
+
+def core_memory(persons: int, conversations: int) -> tuple[float, float]:
+    """Bytes per active person and per open conversation, measured on the core with tracemalloc."""
+    from streams.core.contract import validate
+    from streams.core.pipeline import Pipeline
+
+    def person_event(i: int) -> bytes:
+        return orjson.dumps({"event_id": f"m{i}", "tenant_id": "bench", "channel": "web", "type": "page_view",
+                             "occurred_at": "2026-01-01T00:00:00Z", "identities": {"anonymous_id": f"a{i}"},
+                             "campaign": {"name": "c"}})
+
+    def conv_event(i: int) -> bytes:
+        return orjson.dumps({"event_id": f"c{i}", "tenant_id": "bench", "channel": "whatsapp", "type": "message_in",
+                             "occurred_at": "2026-01-01T00:00:00Z", "identities": {"whatsapp_id": f"+49{i}"},
+                             "conversation": {"id": f"conv{i}", "team": "support"}})
+
+    def measure(make: Any, n: int) -> float:
+        tracemalloc.start()
+        pipeline = Pipeline()
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(n):
+            tp = validate(make(i), now_ms=None)
+            pipeline.process(tp)  # type: ignore[arg-type]
+            if i % 1000 == 0:
+                pipeline.drain()
+        pipeline.drain()
+        pipeline.end_batch()
+        used = tracemalloc.get_traced_memory()[0] - base
+        tracemalloc.stop()
+        del pipeline
+        return used / n
+
+    return measure(person_event, persons), measure(conv_event, conversations)
+
+
+async def run_bench(s: Settings, events: int, partitions: int, rate: float, persons_mem: int,
+                    recovery_persons: int, work: Path) -> dict[str, Any]:
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    app_id = f"bench-{uuid.uuid4().hex[:6]}"
+    raw = prefix + topics.RAW
+    await ensure_topics(s.bootstrap, [prefix + t for t in topics.ALL], partitions, s.replication, s)
+    start_ms = int(time.time() * 1000) - 3_600_000
+    payloads = [(e["tenant_id"].encode(), orjson.dumps(e)) for e in synthetic_events(events, start_ms)]
+    events = len(payloads)
+    await _produce(s.bootstrap, raw, payloads)
+    result: dict[str, Any] = {"events": events, "partitions": partitions}
+
+    # 1. bare consumer
+    result["bare_events_per_s"] = round(await bare_consumer(s.bootstrap, raw, events))
+
+    # 2. full pipeline on the same topic
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOUCHSTREAM_", "CLICKHOUSE_"))}
+    env.update(KAFKA_BOOTSTRAP_SERVERS=s.bootstrap, TOUCHSTREAM_TOPIC_PREFIX=prefix, TOUCHSTREAM_APP_ID=app_id,
+               TOUCHSTREAM_DATA_DIR=str(work / "worker"), TOUCHSTREAM_PARTITIONS=str(partitions),
+               TOUCHSTREAM_WEB_PORT="0", TOUCHSTREAM_LOG_LEVEL="warn", TOUCHSTREAM_MAX_FUTURE_S="100000000")
+    w = Worker(env, work / "worker.log")
+    t0 = time.perf_counter()
+    w.start()
+    try:
+        await _wait(lambda: _done(s.bootstrap, app_id, prefix), 1800, "pipeline to drain")
+        elapsed = time.perf_counter() - t0
+        result["pipeline_events_per_s"] = round(events / elapsed)
+        result["pipeline_seconds_incl_startup"] = round(elapsed, 2)
+        result["ratio"] = round(result["pipeline_events_per_s"] / result["bare_events_per_s"], 3)
+
+        # 3. latency at a fixed offered load
+        n_lat = int(rate * 20)
+        lat_payloads = [(e["tenant_id"].encode(), orjson.dumps(e))
+                        for e in synthetic_events(n_lat, int(time.time() * 1000), seed=2)]
+        await _produce(s.bootstrap, raw, lat_payloads, rate=rate)
+        await _wait(lambda: _done(s.bootstrap, app_id, prefix), 600, "latency run to drain")
+        lats = await _latencies(s.bootstrap, prefix, {orjson.loads(v)["event_id"] for _, v in lat_payloads})
+        lats.sort()
+        result["latency_offered_events_per_s"] = rate
+        result["latency_p50_ms"] = round(lats[len(lats) // 2], 1) if lats else None
+        result["latency_p99_ms"] = round(lats[int(len(lats) * 0.99)], 1) if lats else None
+        result["peak_rss_mb"] = round(_rss_peak_mb(w.proc.pid), 1) if w.proc else None
+    finally:
+        w.stop()
+
+    # 4. memory per active person / open conversation (core, in-process)
+    per_person, per_conv = core_memory(persons_mem, persons_mem)
+    result["bytes_per_active_person"] = round(per_person)
+    result["bytes_per_open_conversation"] = round(per_conv)
+    result["mb_per_100k_persons"] = round(per_person * 100_000 / 1e6, 1)
+
+    # 5. recovery: a worker holding recovery_persons of state, killed and restarted
+    result.update(await _recovery(s, recovery_persons, partitions, work))
+    return result
+
+
+async def _done(bootstrap: str, app_id: str, prefix: str) -> bool:
+    info = await describe(bootstrap, [app_id])
+    lag = info["lag"].get(app_id, {})
+    needed = [prefix + t for t in (topics.RAW, topics.VALID, topics.ENRICHED)]
+    return all(t in lag and lag[t] == 0 for t in needed)
+
+
+async def _latencies(bootstrap: str, prefix: str, ids: set[str]) -> list[float]:
+    async def read(topic: str) -> dict[str, int]:
+        c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await c.start()
+        try:
+            parts = c.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in parts]
+            c.assign(tps)
+            ends = await c.end_offsets(tps)
+            await c.seek_to_beginning(*tps)
+            out: dict[str, int] = {}
+            done = {tp for tp in tps if ends[tp] == 0}
+            while len(done) < len(tps):
+                batch = await c.getmany(timeout_ms=1000, max_records=20_000)
+                for tp, msgs in batch.items():
+                    for m in msgs:
+                        eid = orjson.loads(m.value)["event_id"]
+                        if eid in ids:
+                            out[eid] = m.timestamp
+                        if m.offset >= ends[tp] - 1:
+                            done.add(tp)
+            return out
+        finally:
+            await c.stop()
+
+    raw_ts = await read(prefix + topics.RAW)
+    enr_ts = await read(prefix + topics.ENRICHED)
+    return [float(enr_ts[e] - raw_ts[e]) for e in enr_ts if e in raw_ts]
+
+
+async def _recovery(s: Settings, persons: int, partitions: int, work: Path) -> dict[str, Any]:
+    prefix = f"rec{uuid.uuid4().hex[:6]}."
+    app_id = f"rec-{uuid.uuid4().hex[:6]}"
+    await ensure_topics(s.bootstrap, [prefix + t for t in topics.ALL], partitions, s.replication, s)
+    raw = prefix + topics.RAW
+    base = "2026-01-01T00:00:00Z"
+    payloads = [(f"t{i % 8}".encode(), orjson.dumps({
+        "event_id": f"r{i}", "tenant_id": f"t{i % 8}", "occurred_at": base, "channel": "web", "type": "page_view",
+        "identities": {"anonymous_id": f"a{i}"}})) for i in range(persons)]
+    await _produce(s.bootstrap, raw, payloads)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOUCHSTREAM_", "CLICKHOUSE_"))}
+    env.update(KAFKA_BOOTSTRAP_SERVERS=s.bootstrap, TOUCHSTREAM_TOPIC_PREFIX=prefix, TOUCHSTREAM_APP_ID=app_id,
+               TOUCHSTREAM_DATA_DIR=str(work / "recovery"), TOUCHSTREAM_PARTITIONS=str(partitions),
+               TOUCHSTREAM_WEB_PORT="0", TOUCHSTREAM_ROLE="process", TOUCHSTREAM_LOG_LEVEL="warn",
+               TOUCHSTREAM_MAX_FUTURE_S="100000000")
+    w = Worker(env, work / "recovery.log")
+    w.start()
+    await _wait(lambda: _lag_zero(s.bootstrap, app_id, prefix + topics.VALID), 1800, "state build-up")
+    w.stop(kill=True)
+    # one new event per tenant after the restart: recovery is over when they come out enriched
+    probe = [(f"t{k}".encode(), orjson.dumps({
+        "event_id": f"probe{k}", "tenant_id": f"t{k}", "occurred_at": base, "channel": "web", "type": "page_view",
+        "identities": {"anonymous_id": "a1"}})) for k in range(8)]
+    enriched_before = (await describe(s.bootstrap, []))["topics"].get(prefix + topics.ENRICHED, {}).get("messages", 0)
+    t0 = time.perf_counter()
+    w2 = Worker(env, work / "recovery2.log")
+    w2.start()
+    await _produce(s.bootstrap, raw, probe)
+
+    async def probes_out() -> bool:
+        info = await describe(s.bootstrap, [])
+        return info["topics"].get(prefix + topics.ENRICHED, {}).get("messages", 0) >= enriched_before + 8
+
+    try:
+        await _wait(probes_out, 1800, "recovery")
+        recovery_s = time.perf_counter() - t0
+    finally:
+        w2.stop()
+    return {"recovery_persons": persons, "recovery_s": round(recovery_s, 2)}
+
+
+async def _lag_zero(bootstrap: str, group: str, topic: str) -> bool:
+    return (await _lag(bootstrap, group, topic)) == 0
+
+
+def print_table(res: dict[str, Any]) -> None:
+    rows = [
+        ("events", res.get("events")),
+        ("1. bare consumer (events/s)", res.get("bare_events_per_s")),
+        ("2. full pipeline (events/s)", res.get("pipeline_events_per_s")),
+        ("   ratio pipeline / bare", res.get("ratio")),
+        (f"3. latency p50 at {res.get('latency_offered_events_per_s')} ev/s (ms)", res.get("latency_p50_ms")),
+        ("   latency p99 (ms)", res.get("latency_p99_ms")),
+        ("4. worker peak RSS (MB)", res.get("peak_rss_mb")),
+        ("   bytes per active person", res.get("bytes_per_active_person")),
+        ("   MB per 100k active persons", res.get("mb_per_100k_persons")),
+        ("   bytes per open conversation", res.get("bytes_per_open_conversation")),
+        (f"5. recovery with {res.get('recovery_persons')} persons (s)", res.get("recovery_s")),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print(f"{name.ljust(width)}  {value}")
+
+
+def main(s: Settings, events: int, partitions: int, rate: float, persons_mem: int, recovery_persons: int,
+         json_out: str | None) -> int:
+    from streams.localkafka import LocalKafka
+
+    started = None
+    if s.kafka_bootstrap is None:
+        started = LocalKafka(s.kafka_dir, nodes=1, base_port=s.kafka_port)
+        started.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="ts-bench-") as work:
+            res = asyncio.run(run_bench(s, events, partitions, rate, persons_mem, recovery_persons, Path(work)))
+    finally:
+        if started is not None:
+            started.stop()
+    res["median_of"] = 1
+    print_table(res)
+    if json_out:
+        Path(json_out).write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2))
+    return 0
