@@ -81,9 +81,10 @@ def _prepare(s: Settings) -> None:
     from streams.kafka_admin import ensure_topics
 
     asyncio.run(ensure_topics(s.bootstrap, [s.topic(t) for t in topics.ALL], s.partitions, s.replication, s))
-    ch = ClickHouse(s.clickhouse_url, s.clickhouse_database)
-    migrate(ch)
-    ch.close()
+    if s.role != "process":  # a processing-only worker never opens ClickHouse (the embedded engine is 1 process)
+        ch = ClickHouse(s.clickhouse_url, s.clickhouse_database)
+        migrate(ch)
+        ch.close()
 
 
 def _start_worker(s: Settings, extra_tasks: list[Any] | None = None, loglevel: str = "warn") -> int:
