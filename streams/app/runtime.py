@@ -129,8 +129,9 @@ def build(settings: Settings, *, web: bool = True) -> Runtime:
     processing = settings.role in ("all", "process")
     table = (
         app.Table(
-            "state", default=None, partitions=settings.partitions,
-            schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+            # bytes in, bytes out: Faust picks the "raw" codec for bytes types, so the changelog
+            # carries exactly what StateBridge wrote (orjson values, "ns\x1fkey" keys)
+            "state", default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes,
         )
         if processing
         else None

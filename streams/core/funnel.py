@@ -173,7 +173,9 @@ class FunnelAggregator:
             return []
         end = start + self.config.window_ms
         rows: list[dict[str, Any]] = []
-        cells = sorted(((parse_dim_key(k), v) for k, v in win["d"].items()), key=lambda kv: dim_sort_key(kv[0]))
+        cells = sorted(
+            ((parse_dim_key(k), v) for k, v in win["d"].items()), key=lambda kv: dim_sort_key(kv[0])
+        )
         for (channel, campaign), stages in cells:
             for stage in STAGES:
                 cell = stages.get(stage)
