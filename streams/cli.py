@@ -80,7 +80,10 @@ def _prepare(s: Settings) -> None:
     from streams.clickhouse.migrate import migrate
     from streams.kafka_admin import ensure_topics
 
-    asyncio.run(ensure_topics(s.bootstrap, [s.topic(t) for t in topics.ALL], s.partitions, s.replication, s))
+    # The state changelog too: Faust would otherwise create it lazily, possibly while a broker is down.
+    changelog = f"{s.app_id}-state-changelog"
+    asyncio.run(ensure_topics(s.bootstrap, [*(s.topic(t) for t in topics.ALL), changelog], s.partitions,
+                              s.replication, s, compacted=[changelog]))
     if s.role != "process":  # a processing-only worker never opens ClickHouse (the embedded engine is 1 process)
         ch = ClickHouse(s.clickhouse_url, s.clickhouse_database)
         migrate(ch)

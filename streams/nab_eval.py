@@ -22,8 +22,10 @@ have gaps (up to 3.5 days) that mean "no data", not "zero", so gap filling is sw
 
 Scoring: a labelled window is *detected* if an incident opens inside it or at most
 ``grace_windows`` windows after its end (late, but still the same event); any other opening
-is a *false alarm*. NAB's own per-file TP/FP for the ``numenta`` (HTM) detector are shown
-for context; they count flagged records, not windows, at NAB's optimised threshold.
+is a *false alarm*. ``chance`` is how many windows the same number of openings placed
+uniformly at random would be expected to hit: NAB windows are wide, so compare against it.
+NAB's own per-file TP/FP for the ``numenta`` (HTM) detector are shown for context; they count
+flagged records, not windows, at NAB's optimised threshold.
 
 This module does file I/O and is therefore not part of ``streams/core``.
 """
@@ -107,6 +109,10 @@ def evaluate_file(
             detected += 1
             delays.append((hits[0] - start) / window_ms)
             matched.update(hits)
+    # What the same number of openings at uniformly random times would hit: NAB windows are wide
+    # (~10 % of a file), so a noisy detector "detects" many of them by luck.
+    span = max(1, series[-1][0] - series[0][0]) if series else 1
+    chance = sum(1.0 - (1.0 - min(1.0, (end + grace - start) / span)) ** len(opens) for start, end in spans)
     numenta = _numenta(root, name)
     return {
         "file": name,
@@ -114,6 +120,7 @@ def evaluate_file(
         "window_min": window_ms / 60_000,
         "labelled": len(spans),
         "detected": detected,
+        "chance_detected": round(chance, 2),
         "false_alarms": sum(1 for t in opens if t not in matched),
         "opens": len(opens),
         "delays_windows": delays,
@@ -141,6 +148,7 @@ def evaluate_nab(
         "rows": windows,
         "labelled": sum(r["labelled"] for r in per_file),
         "detected": sum(r["detected"] for r in per_file),
+        "chance_detected": round(sum(r["chance_detected"] for r in per_file), 1),
         "false_alarms": false_alarms,
         "false_alarms_per_1000_windows": round(1000 * false_alarms / max(windows, 1), 3),
     }
@@ -154,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     files = args[1:] or None
     result = evaluate_nab(root, files)
     head = (
-        f"{'file':44} {'rows':>5} {'win':>4} {'labelled':>8} {'detected':>8} {'false':>5}"
-        "  delays  numenta TP/FP"
+        f"{'file':44} {'rows':>5} {'win':>4} {'labelled':>8} {'detected':>8} {'chance':>6} {'false':>5}"
+        "  delays (windows)  numenta TP/FP"
     )
     print(head)
     print("-" * len(head))
@@ -164,12 +172,13 @@ def main(argv: list[str] | None = None) -> int:
         numenta = "/".join(map(str, r["numenta_tp_fp"])) if r["numenta_tp_fp"] else "-"
         print(
             f"{r['file']:44} {r['rows']:5d} {r['window_min']:4.0f} {r['labelled']:8d} {r['detected']:8d}"
-            f" {r['false_alarms']:5d}  {delays:7} {numenta}"
+            f" {r['chance_detected']:6.1f} {r['false_alarms']:5d}  {delays:16} {numenta}"
         )
     t = result["totals"]
     print("-" * len(head))
     print(
-        f"{'total':44} {t['rows']:5d} {'':4} {t['labelled']:8d} {t['detected']:8d} {t['false_alarms']:5d}"
+        f"{'total':44} {t['rows']:5d} {'':4} {t['labelled']:8d} {t['detected']:8d}"
+        f" {t['chance_detected']:6.1f} {t['false_alarms']:5d}"
         f"  recall {t['recall']}, false alarms per 1000 windows {t['false_alarms_per_1000_windows']}"
         f" (grace {result['grace_windows']} windows)"
     )

@@ -1,65 +1,76 @@
 """Per-stage conversion and volume anomaly detection over closed funnel windows.
 
-Why this shape (details in :class:`DetectorConfig`):
+Why this shape (the defaults and their reasons are in :class:`DetectorConfig`):
 
-**Series.** Per tenant × dimension (total, channel, campaign, channel × campaign):
-*volume* of each stage (distinct persons per window) and *conversion* of each adjacent stage
-pair k→k+1 (persons at k+1 / persons at k in the same window, see ``funnel.py``). Both are
-modelled the same way: an observed count ``x`` against an exposure ``n`` (conversion: ``n`` =
-upper-stage persons; volume: ``n`` = 1 window) with expected count ``e = n · L · F(t)``.
+**Series.** Per tenant × dimension (total, channel, campaign, channel × campaign): the *volume*
+of each stage (distinct persons per window) and the *conversion* of each adjacent stage pair
+k→k+1 (persons at k+1 / persons at k in the same window, see ``funnel.py``). Both are modelled
+alike: an observed count ``x`` against an exposure ``n`` (conversion: upper-stage persons;
+volume: 1 window) with expected count ``e = n · L · F(t)``.
 
-**Baseline.** ``L`` is a count-weighted EWMA of the deseasonalised rate (ratio of decayed
-sums, so a window of 1000 persons weighs 1000 times one of 1 person); its half-life is short
-(30 windows) so it follows the daily cycle even before any seasonality is known. ``F(t)`` is a
-multiplicative hour-of-week factor that shrinks towards an hour-of-day factor, which shrinks
-towards 1 (gamma-Poisson posterior means with a pseudo-count), learned once per hour against
-the trailing 24-hour mean (a trailing mean over exactly one period is free of the daily cycle)
-and linearly interpolated between hour centres (no saw-tooth at the hour). So seasonality
-sharpens the baseline as history accumulates, but nothing depends on it to start.
+**Baseline.** ``L`` is a count-weighted EWMA of the deseasonalised rate (a ratio of decayed sums,
+so a window of 1000 persons weighs 1000 times one of 1 person) with a short half-life (30
+windows), so it follows slow changes without help. ``F(t)`` is a multiplicative hour-of-week
+factor that shrinks towards an hour-of-day factor, which shrinks towards 1 (posterior means with
+a pseudo-count in *effective* counts, i.e. counts divided by the overdispersion factor). Each hour
+is learned when it ends, against the trailing 24-hour mean (a mean over exactly one period is
+free of the daily cycle), and factors are interpolated between hour centres (no step at the
+hour). Until most hours of the day are known the factors are not used, and Brown's double
+smoothing removes the EWMA's first-order lag on the daily cycle instead. So seasonality sharpens
+the baseline as history accumulates, and nothing depends on it to start.
 
-**Significance respects counts.** Each window contributes the log-likelihood ratio of "the
-rate moved by θ" against "the rate is as expected": binomial for conversions (Poisson when
-the ratio is near or above 1), Poisson for volumes, divided by the learned overdispersion
-factor ``D = V / V0`` (quasi-likelihood: beta-binomial ``1 + (n−1)ρ``, negative binomial
-``1 + φμ``, plus the baseline's own estimation variance). 2/4 → 0/3 carries ~0.8 nats;
-400/1000 → 150/1000 carries hundreds. ρ and φ are learned from the residuals (moment
-estimator, winsorised) with a floor, so model error (imperfect seasonality, real-world wobble)
-makes the detector less sensitive instead of noisy.
+**Significance respects counts.** Each window contributes the log-likelihood ratio of "the rate
+moved by θ" against "the rate is as expected": binomial for conversions (Poisson when the ratio
+is near or above 1), Poisson for volumes, divided by the learned overdispersion factor
+``D = V / V0`` (quasi-likelihood: beta-binomial ``1 + (n−1)ρ``, negative binomial ``1 + φμ``,
+plus the baseline's own estimation variance). 2/4 → 0/3 carries ~0.8 nats; 400/1000 →
+150/1000 about a hundred. ρ and φ are moment estimates from the residuals (winsorised, with a
+floor), so model error makes the detector less sensitive instead of noisy. One window counts at
+most ``max_window_nats``: a single outlier cannot open an incident on its own.
 
 **Cumulative evidence, not per-window thresholds.** A one-sided CUSUM per direction on those
-LLRs (Page's test: the optimal sequential detector for a shift of the design size θ): a big
-step crosses the threshold in one or two windows, a 30 % drop on 200 persons/min in ~3, a
-thin series never (its increments are tiny). An incident opens when the CUSUM reaches ``h``
-nats, the last ``open_after_windows`` windows all pointed the same way (a single glitchy
-minute does not page) and the run's expected count reaches ``min_expected_count``.
-``update`` is emitted every ``update_every_windows`` while open, ``resolved`` after
-``resolve_after_windows`` consecutive windows that look normal (LLR < 0: closer to baseline
-than to the shifted rate) — hysteresis.
+LLRs (Page's test, the optimal sequential detector for a shift of the design size θ): a big step
+crosses the threshold in two windows, a 30 % drop on 200 persons/min at p = 0.3 in ~3, a thin
+series never (its increments are tiny). An incident opens when the CUSUM reaches ``h`` nats, the
+last ``open_after_windows`` windows all favoured the shift and the run's expected count reaches
+``min_expected_count``; it starts at the window where the CUSUM left zero. ``update`` is emitted
+every ``update_every_windows`` while open; ``resolved`` needs ``resolve_after_windows``
+consecutive normal windows *and* ``resolve_nats`` of evidence for "back to baseline" (a reverse
+CUSUM) — hysteresis, and a persisting smaller shift is not declared over by a few lucky windows.
 
-**No learning of anomalies.** Windows are learned ``learn_delay_windows`` late; when an
-incident opens, the pending windows of its evidence run are dropped, and nothing is learned
-while it is open. The expected value keeps following the seasonal factors meanwhile. An
-incident still open after ``max_incident_windows`` is accepted as the new normal: it resolves
-and the level is re-anchored to what was observed.
+**No learning of anomalies.** Windows reach the level ``learn_delay_windows`` late; when an
+incident opens, the pending windows of its evidence run are dropped, and nothing is learned while
+it is open — in its own series, and in every overlapping dimension's affected series (the total,
+channels and cells containing a campaign's drop, and the downstream stage volumes), so a parent
+that moved too little to alert does not learn the drop and then "surge" at the recovery.
+Seasonal factors do learn from every window: they are multi-day averages that a one-off incident
+barely moves, and a dip that recurs every night *is* seasonality. An incident open for
+``max_incident_windows`` is accepted as the new normal: resolved, level re-anchored.
 
-**Attribution.** After all series of a window are updated, incidents of the same kind and stage
-pair are mapped to one culprit: a parent (total, channel) whose recent deficit is ≥ 70 % one
-child's defers to that child; a channel × campaign series defers to its campaign (campaign is
-the preferred reporting unit, the least specific dimension that names the cause); a campaign
-or channel × campaign whose drop is part of a broad channel incident defers to the channel;
-everything defers to a broad total. Across stages, a downstream volume incident defers to an
-upstream volume or conversion incident of the same direction in the same dimension, and a
-conversion incident whose upper-stage volume moved the other way (ratio inflated by a
-collapsing denominator) defers to that volume incident. Only culprits are emitted; their events
-carry the tenant-total series' recent observed/expected (``total_observed/total_expected``).
-A parent that would be its own culprit waits up to ``attribution_wait_windows`` for a child
-whose evidence is building, so the child (usually a little slower: fewer counts) can claim it.
+**Attribution, not alert storms.** After all series of a window are updated, open incidents of the
+same series kind and direction are mapped to one culprit dimension (:class:`_Attribution`), the
+least specific dimension that describes the cause: a total or channel whose recent deficit is
+≥ 70 % one child's defers to that child; a channel × campaign defers to its campaign when the
+campaign's drop is broad across its channels (or the cell is the whole campaign), and to its
+channel when the channel is down across its campaigns; a campaign that is part of a channel-wide
+drop defers to the channel; everything defers to a broad total. A child carrying ≥ 90 % of its
+parent's traffic is the parent (no more specific name is gained), except that a campaign is
+preferred to a channel that carries only it. Across stages, a downstream volume incident defers
+to an upstream volume or conversion incident in the same dimension, and a conversion incident
+whose upper-stage volume moved the other way (a ratio distorted by its denominator) defers to
+that volume incident. A parent waits up to ``attribution_wait_windows`` for a child whose
+evidence is building (the child has fewer counts, so it is a little slower), and a shift that is
+explained by series still in warm-up (a campaign launch, a mix change) is not an incident: that
+parent is re-anchored silently. Explained incidents are suppressed for good; if their explanation
+resolves first they close silently. Events carry the tenant total's recent observed/expected
+for the same series (``total_observed``/``total_expected``).
 
 **State** (JSON-able, via the Store): ``m|{tenant}`` (last window, hot dims, open count; every
-window), ``d|{tenant}`` (dimension registry for GC; ≤ hourly), ``s|{tenant}|{dim}`` (all series
-of one dimension: levels, CUSUMs, incidents; when processed), ``p|{tenant}|{dim}`` (seasonal
-profiles; hourly). Dimensions with no traffic worth watching ("cold") are only touched when
-they appear, and catch up on the windows they missed (as zeros) then.
+window), ``d|{tenant}`` (dimension registry for GC; ≤ hourly), ``s|{tenant}|{dim}`` (all series of
+one dimension: levels, CUSUMs, incidents; when processed), ``p|{tenant}|{dim}`` (seasonal
+profiles; hourly). Dimensions with traffic worth watching ("hot") are processed every window, an
+absent row counting as zero; the others only when they appear, catching up on the windows they
+missed (as zeros, learned quietly). Dimensions unseen for ``gc_after_hours`` are forgotten.
 """
 
 from __future__ import annotations
@@ -97,9 +108,10 @@ class DetectorConfig:
     conversion_shift: float = 0.3
     #: Design shift of the volume CUSUM: traffic is noisier than conversion, ±50 % is the alert size.
     volume_shift: float = 0.5
-    #: CUSUM threshold in nats. ARL0 ≈ e^h / P(increment > 0) ≫ 10^5 windows per side for a
-    #: correctly specified model (≤ 1 false alarm per 100 series-days = 1.44·10^5 windows);
-    #: 10 keeps a 30 % drop at 200/min and p = 0.3 (≈ 3.8 nats/window) at ~3 windows.
+    #: CUSUM threshold in nats. The target (≤ 1 false alarm per 100 series-days = 1.44·10^5
+    #: windows, two sides) needs ARL0 ≳ 3·10^5 per side; simulated exact-binomial CUSUMs give
+    #: ~3.4 false alarms per 100 series-days at h = 10 and ~0.5 at h = 12. At 12 a 30 % drop at
+    #: 200/min and p = 0.3 (≈ 3.8 nats/window) still opens within ~3 windows.
     threshold_nats: float = 12.0
     #: One window contributes at most this much evidence: an incident needs at least two strong
     #: windows, so a single extreme outlier (heavy tails the NB model does not capture) cannot
@@ -116,9 +128,12 @@ class DetectorConfig:
     resolve_nats: float = 4.0
     #: While open, at most one ``update`` per this many windows.
     update_every_windows: int = 5
-    #: Watch a series once it has this many windows of history (≤ 60: new campaigns are
-    #: protected within the hour); the dispersion prior keeps the early phase conservative.
-    warmup_windows: int = 30
+    #: Watch a series once it has this many windows of history (the product asks ≤ 60). Short,
+    #: because incidents in a new campaign's first half hour matter (the project simulator's
+    #: default plan breaks tracking 9 minutes in); the dispersion prior, the baseline-variance
+    #: term and ``min_expected_count`` keep that early phase conservative. At 30, incidents in
+    #: the first half hour were missed or found late against a baseline that had learned them.
+    warmup_windows: int = 10
     #: Conversion series are watched only with ≥ this many upper-stage persons per window on average.
     min_upper_count: float = 20.0
     #: Volume series are watched only with a level ≥ this many persons per window.
@@ -135,8 +150,9 @@ class DetectorConfig:
     season_day_half_life: float = 7.0
     #: Hour-of-week factors: half-life in weeks.
     season_week_half_life: float = 3.0
-    #: Pseudo-count (in expected events) shrinking a seasonal factor towards its parent: a bucket
-    #: with 50 events of history is half-trusted, with 5000 almost fully.
+    #: Pseudo-count (in effective expected events: counts / overdispersion factor) shrinking a
+    #: seasonal factor towards its parent: a bucket with 50 effective events of history is
+    #: half-trusted, with 5000 almost fully.
     season_prior_count: float = 50.0
     #: Overdispersion of conversions (beta-binomial intra-class correlation ρ): prior, floor, memory.
     #: The floor keeps huge series from paging on tiny real-world wobble (relative σ floor ≈
@@ -146,20 +162,27 @@ class DetectorConfig:
     #: Overdispersion of volumes (negative binomial φ, Var = μ + φμ²): traffic is burstier.
     volume_dispersion_prior: float = 0.02
     volume_dispersion_floor: float = 0.003
-    #: Weight of the dispersion prior, in windows.
+    #: Weight of the dispersion prior, in windows, and memory of the estimate (12 h: adapts
+    #: within a day, stable across an hour of odd traffic).
     dispersion_prior_windows: float = 60.0
     dispersion_half_life_windows: float = 720.0
-    #: Residuals are winsorised at this many σ when learning dispersion.
+    #: Residuals are winsorised at this many σ when learning dispersion: a one-minute glitch
+    #: does not blunt the detector for hours, while genuinely heavy tails still raise φ
+    #: (at 4σ, NAB's heavy-tailed series produced ~25 % more false alarms).
     dispersion_clip_sigma: float = 8.0
     #: A parent defers to a single child whose recent deficit is ≥ this share of its own.
     attribution_share: float = 0.7
-    #: A parent waits this many windows for a child whose evidence is building.
+    #: A parent waits this many windows for a child whose evidence is building (costs a parent
+    #: alert at most this much delay, only when a child is about to claim it).
     attribution_wait_windows: int = 3
     #: Half-life of the recent observed/expected sums used for attribution and ``total_*``.
     recent_half_life_windows: float = 3.0
-    #: An incident open this long is accepted as the new normal (resolved, level re-anchored).
+    #: An incident open this long (a day) is accepted as the new normal (resolved, level
+    #: re-anchored): a permanent shift must not keep an incident open, and the baseline frozen,
+    #: forever.
     max_incident_windows: int = 1440
     #: Windows a dimension may catch up (as zeros) in one go; older missing windows are skipped.
+    #: 0 disables filling (for series where a missing window means "no data", not "zero").
     max_catchup_windows: int = 1440
     #: Dimensions untouched for this long (and without incident) are forgotten.
     gc_after_hours: int = 168
@@ -866,9 +889,10 @@ class _Ctx:
         for kind in kinds:
             yo = yn = 0.0
             for child, cs in peers.items():
-                if not _is_child(dim, child) or cs["age"] >= young_age:
+                # young = still in warm-up, and appeared after the parent was established
+                if not _is_child(dim, child) or cs["age"] >= young_age or s["age"] - cs["age"] < young_age:
                     continue
-                if kind == "channel" and child[1] is not None or kind == "campaign" and child[0] is not None:
+                if child[0 if kind == "campaign" else 1] is not None:  # only this kind of child
                     continue
                 yo += cs["rec"][0]
                 yn += cs["rec"][2]
@@ -1076,11 +1100,15 @@ class _Attribution:
                 continue
             if _is_ancestor(other, dim):
                 return True
-            if _is_ancestor(dim, other) and self._d(other) >= self.share * self._d(dim):
+            earlier = s["inc"]["start"] <= self.group[dim][1]["inc"]["start"]
+            if _is_ancestor(dim, other) and (earlier or self._d(other) >= self.share * self._d(dim)):
+                # A more specific incident explains it, or was already open when this one began: a
+                # parent drifting while a child's incident holds its baseline is most likely that
+                # incident (if it is not, it reopens on its own once the child has resolved).
                 return True
-            if dim[0] is None and dim[1] is not None and other[1] is None and other[0] is not None:
-                if self._cell_explains(other[0], dim):  # this campaign is part of a visible channel's drop
-                    return True
+            campaign_vs_channel = dim[0] is None and dim[1] is not None and other[1] is None and other[0]
+            if campaign_vs_channel and self._cell_explains(other[0], dim):  # part of a visible channel's drop
+                return True
             if dim[1] is None and dim[0] is not None and other[0] is None and other[1] is not None:
                 cell = self.peers.get((dim[0], other[1]))  # this channel's drop is a visible campaign's
                 if cell is not None and _deficit(cell, self.dr) >= self.share * self._d(dim) > 0:
@@ -1091,11 +1119,24 @@ class _Attribution:
         """The child is (almost) all of the parent's traffic: naming the parent says the same, simpler."""
         return self.group[child][1]["rec"][1] >= _EQUIVALENT_SHARE * self.group[parent][1]["rec"][1]
 
+    def _sole_campaign(self, channel: str) -> str | None:
+        """An open campaign that is (nearly) all of this channel's traffic: the better name for it."""
+        expected = self.group[(channel, None)][1]["rec"][1]
+        for dim in sorted(self.group, key=dim_sort_key):
+            cell = self.peers.get((channel, dim[1])) if dim[0] is None and dim[1] is not None else None
+            if cell is not None and cell["rec"][1] >= _EQUIVALENT_SHARE * expected:
+                return dim[1]
+        return None
+
     def _broad(self, dim: Dim) -> bool:
         """In the group and not explained by a single (non-equivalent) child: the culprit level."""
         if dim not in self.group:
             return False
-        return (dim[0] is not None and dim[1] is not None) or self._best_child(dim) is None
+        if dim[0] is not None and dim[1] is not None:
+            return True
+        if dim[1] is None and dim[0] is not None and self._sole_campaign(dim[0]) is not None:
+            return False
+        return self._best_child(dim) is None
 
     def culprit(self, dim: Dim) -> Dim:
         """Least specific dimension that fully describes the incident this dimension is part of."""
@@ -1107,6 +1148,9 @@ class _Attribution:
             child = self._best_child(total)
             return dim if child is None else self.culprit(child)
         if campaign is None:  # channel
+            sole = self._sole_campaign(channel) if channel is not None else None
+            if sole is not None:
+                return self.culprit((None, sole))
             child = self._best_child(dim)
             return dim if child is None else self.culprit(child)
         if channel is None:  # campaign

@@ -34,6 +34,7 @@ from __future__ import annotations
 import bisect
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from streams.core.stages import STAGE_INDEX, STAGES
@@ -51,11 +52,13 @@ class FunnelConfig:
     max_campaigns_per_tenant_window: int = 500
 
 
+@lru_cache(maxsize=65_536)
 def dim_key(channel: str | None, campaign: str | None) -> str:
     """Canonical string of a dimension; JSON so arbitrary names (with '|' or quotes) stay unambiguous."""
     return json.dumps([channel, campaign], separators=(",", ":"), ensure_ascii=False)
 
 
+@lru_cache(maxsize=65_536)
 def parse_dim_key(key: str) -> Dim:
     channel, campaign = json.loads(key)
     return channel, campaign
