@@ -155,11 +155,18 @@ def _feed(rt: Any, args: argparse.Namespace) -> Any:
             cfg = SimConfig(rate=args.rate, duration_s=args.duration or 10 ** 9, seed=args.seed,
                             start_ms=int(time.time() * 1000))
 
-            async def send(key: bytes, value: bytes) -> None:
-                await producer.send(rt.settings.topic(topics.RAW), value=value, key=key)
+            class FeedStopped(Exception):
+                pass
 
-            sent = await stream_live(cfg, send)
-            rt.stats["fed"] = sent
+            async def send(key: bytes, value: bytes) -> None:
+                if rt.stats.get("feed_stop"):
+                    raise FeedStopped
+                await producer.send(rt.settings.topic(topics.RAW), value=value, key=key)
+                rt.stats["fed_sent"] = rt.stats.get("fed_sent", 0) + 1
+
+            with contextlib.suppress(FeedStopped):
+                await stream_live(cfg, send)
+            await producer.flush()
         finally:
             await producer.stop()
 
@@ -178,22 +185,44 @@ def _summary(rt: Any, duration: float | None) -> Any:
             n_in = rt.stats.get("raw_in", 0)
             rate = (n_in - last_in) / (now - last_t)
             last_in, last_t = n_in, now
-            try:
-                rows = await rt.clickhouse.run(rt.clickhouse.count, "touchpoints", False)
-            except Exception as exc:  # show the problem, keep the run going
-                rows = f"? ({type(exc).__name__})"
             print(
                 f"[run] t={now - started:5.0f}s  in={n_in} ({rate:,.0f} ev/s)  dlq={rt.stats.get('dlq', 0)}  "
                 f"enriched={rt.stats.get(topics.ENRICHED, 0)}  sessions={rt.stats.get(topics.SESSIONS, 0)}  "
                 f"sla={rt.stats.get(topics.SLA_EVENTS, 0)}  anomalies={rt.stats.get(topics.ANOMALIES, 0)}  "
-                f"clickhouse.touchpoints={rows}",
+                f"clickhouse.touchpoints={await _rows(rt)}",
                 flush=True,
             )
             if duration and now - started >= duration:
+                await _drain(rt)
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
 
     return summary
+
+
+async def _rows(rt: Any) -> Any:
+    try:
+        return await rt.clickhouse.run(rt.clickhouse.count, "touchpoints", False)
+    except Exception as exc:  # show the problem, keep the run going
+        return f"? ({type(exc).__name__})"
+
+
+async def _drain(rt: Any, timeout: float = 30.0) -> None:
+    """Stop the feed, then wait until what was fed is enriched and in ClickHouse (bounded)."""
+    from streams.app import topics
+
+    rt.stats["feed_stop"] = 1
+    deadline = time.monotonic() + timeout
+    last_enriched = -1
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        fed, seen = rt.stats.get("fed_sent", 0), rt.stats.get("raw_in", 0)
+        enriched = rt.stats.get(topics.ENRICHED, 0)
+        if seen >= fed and enriched == last_enriched and rt.stats.get("ch_touchpoints", 0) >= enriched:
+            break
+        last_enriched = enriched
+    print(f"[run] drained: fed={rt.stats.get('fed_sent', 0)} enriched={rt.stats.get(topics.ENRICHED, 0)} "
+          f"dlq={rt.stats.get('dlq', 0)} clickhouse.touchpoints={await _rows(rt)}", flush=True)
 
 
 # ---------------------------------------------------------------- simulate / process
@@ -415,9 +444,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _QuietStartup(logging.Filter):
+    """Drop log lines that are expected while a broker or group is still coming up."""
+
+    NOISE = ("GroupCoordinatorNotAvailableError", "Unable connect to", "Unable to bootstrap")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not any(n in msg for n in self.NOISE)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("aiokafka", "aiokafka.consumer.group_coordinator", "aiokafka.conn", "faust"):
+        logging.getLogger(name).addFilter(_QuietStartup())
     with contextlib.suppress(KeyboardInterrupt):
         return int(args.fn(args) or 0)
     return 130

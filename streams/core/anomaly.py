@@ -219,7 +219,8 @@ def _new_series() -> dict[str, Any]:
         "rd": None, "ru": None,  # evidence run start (window_start ms)
         "ad": [0.0, 0.0, 0.0, 0.0], "au": [0.0, 0.0, 0.0, 0.0],  # run sums: obs, exp, var, n
         "pend": [],  # [[window_start, x, n]] not yet learned
-        "rec": [0.0, 0.0, 0.0],  # recent decayed obs, exp, n
+        "rec": [0.0, 0.0, 0.0],  # recent decayed obs, exp, n (windows with an expected value)
+        "seen": [0.0, 0.0],  # recent decayed obs, n (all windows: what a new series brings)
         "hr": None, "hn": 0.0, "hd": 0.0,  # hour being accumulated for seasonality
         "inc": None,
     }
@@ -399,10 +400,14 @@ class AnomalyDetector:
             ld = min(cap, ld / d)
             lu = min(cap, lu / d)
         r = _decay(cfg.recent_half_life_windows)
-        rec = s["rec"]
-        rec[0] = r * rec[0] + x
-        rec[1] = r * rec[1] + e
-        rec[2] = r * rec[2] + n
+        seen = s.setdefault("seen", [0.0, 0.0])  # recent observed and exposure, every window
+        seen[0] = r * seen[0] + x
+        seen[1] = r * seen[1] + n
+        if informative:  # (before a level exists there is no expected value to compare with)
+            rec = s["rec"]
+            rec[0] = r * rec[0] + x
+            rec[1] = r * rec[1] + e
+            rec[2] = r * rec[2] + n
 
         inc = s["inc"]
         if inc is not None:
@@ -447,6 +452,8 @@ class AnomalyDetector:
         if hold is not None:  # an overlapping incident is open: keep its windows out of the baseline
             s["pend"] = [pw for pw in s["pend"] if pw[0] < hold]
             return None
+        if s["age"] == 1:
+            return None  # a series' first window is usually partial (the stream or campaign began mid-window)
         s["pend"].append([ws, x, n])
         while len(s["pend"]) > cfg.learn_delay_windows:
             pws, px, pn = s["pend"].pop(0)
@@ -894,8 +901,8 @@ class _Ctx:
                     continue
                 if child[0 if kind == "campaign" else 1] is not None:  # only this kind of child
                     continue
-                yo += cs["rec"][0]
-                yn += cs["rec"][2]
+                yo += cs["seen"][0]
+                yn += cs["seen"][1]
             if yo <= 0 and yn <= 0:
                 continue
             exp_left = pe * max(0.0, pn - yn) / pn if conv and pn > 0 else pe
