@@ -26,6 +26,7 @@ EPILOG = """examples:
   touchstream process feed.jsonl --out out/  # same core, offline, in event time
   touchstream status --json                # broker, topics, lag, ClickHouse row counts
   touchstream dlq replay --reason unknown_channel
+  touchstream evaluate --truth truth.json --anomalies out/anomalies.jsonl --funnel out/funnel.jsonl
   touchstream query funnel --tenant acme --since 1h --by campaign
   touchstream query sla --since 24h --json
 """
@@ -368,6 +369,23 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
 
 
+# ---------------------------------------------------------------- evaluate
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from streams.evaluate import main as evaluate
+
+    res = evaluate(args.truth, args.anomalies, args.funnel)
+    if args.json:
+        print(orjson.dumps(res, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(f"recall (eligible incidents)        {res['recall']}  ({res['eligible_incidents']} eligible)")
+    print(f"false alarms                       {res['false_alarms']}  "
+          f"({res['false_alarms_per_100_series_days']} per 100 series-days over {res['series_days']} series-days)")
+    print(f"median detection delay (windows)   {res['median_delay_windows']}")
+    print(f"secondary alarms during incidents  {res['secondary_alarms_during_incidents']}")
+    _print_table(res["incidents"])
+    return 0
+
+
 # ---------------------------------------------------------------- bench
 def cmd_bench(args: argparse.Namespace) -> int:
     from streams import bench
@@ -426,6 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--all", action="store_true", help="anomalies: include resolved ones")
     q.add_argument("--json", action="store_true")
     q.set_defaults(fn=cmd_query)
+
+    ev = sub.add_parser("evaluate", help="anomaly detector recall / false alarms / delay vs simulator truth")
+    ev.add_argument("--truth", required=True)
+    ev.add_argument("--anomalies", required=True)
+    ev.add_argument("--funnel", help="funnel.jsonl of the same run: eligibility and series-days")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(fn=cmd_evaluate)
 
     b = sub.add_parser("bench", help="bare consumer vs full pipeline, latency, memory, recovery")
     b.add_argument("--events", type=int, default=200_000)

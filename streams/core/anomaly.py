@@ -65,9 +65,9 @@ parent is re-anchored silently. Explained incidents are suppressed for good; if 
 resolves first they close silently. Events carry the tenant total's recent observed/expected
 for the same series (``total_observed``/``total_expected``).
 
-**State** (JSON-able, via the Store): ``m|{tenant}`` (last window, hot dims, open count; every
-window), ``d|{tenant}`` (dimension registry for GC; ≤ hourly), ``s|{tenant}|{dim}`` (all series of
-one dimension: levels, CUSUMs, incidents; when processed), ``p|{tenant}|{dim}`` (seasonal
+**State** (JSON-able, via the Store): ``{tenant}|m`` (last window, hot dims, open count; every
+window), ``{tenant}|d`` (dimension registry for GC; ≤ hourly), ``{tenant}|s|{dim}`` (all series of
+one dimension: levels, CUSUMs, incidents; when processed), ``{tenant}|p|{dim}`` (seasonal
 profiles; hourly). Dimensions with traffic worth watching ("hot") are processed every window, an
 absent row counting as zero; the others only when they appear, catching up on the windows they
 missed (as zeros, learned quietly). Dimensions unseen for ``gc_after_hours`` are forgotten.
@@ -263,8 +263,9 @@ class AnomalyDetector:
         if self._open is None:
             self._open = {}
             for key, value in self._store.items():
-                if key.startswith("m|") and isinstance(value, dict):
-                    self._open[key[2:]] = int(value.get("open", 0))
+                tenant, _, tag = key.partition("|")
+                if tag == "m" and isinstance(value, dict):
+                    self._open[tenant] = int(value.get("open", 0))
         return sum(self._open.values())
 
     def observe_windows(
@@ -276,7 +277,7 @@ class AnomalyDetector:
         Windows skipped since the last call had no events at all: they are processed as zeros.
         """
         cfg = self.config
-        meta_key = f"m|{tenant_id}"
+        meta_key = f"{tenant_id}|m"
         meta = self._store.get(meta_key)
         if meta is None:
             meta = {"last": None, "win": cfg.window_ms, "hot": [], "open": 0, "gc": None}
@@ -647,9 +648,9 @@ class _Ctx:
         st = self.dims.get(dk)
         if st is None:
             store = self.det._store
-            st = store.get(f"s|{self.tenant}|{dk}") or {"v": {}, "c": {}, "last": None}
+            st = store.get(f"{self.tenant}|s|{dk}") or {"v": {}, "c": {}, "last": None}
             self.dims[dk] = st
-            self.profs[dk] = store.get(f"p|{self.tenant}|{dk}") or {}
+            self.profs[dk] = store.get(f"{self.tenant}|p|{dk}") or {}
             reg = self._registry()
             if dk not in reg:
                 reg[dk] = -1
@@ -658,7 +659,7 @@ class _Ctx:
 
     def _registry(self) -> dict[str, int]:
         if self.registry is None:
-            self.registry = self.det._store.get(f"d|{self.tenant}") or {}
+            self.registry = self.det._store.get(f"{self.tenant}|d") or {}
         return self.registry
 
     def save_registry(self, ws: int) -> None:
@@ -669,7 +670,7 @@ class _Ctx:
                 reg[dk] = hour
                 self.reg_dirty = True
         if self.reg_dirty:
-            self.det._store.put(f"d|{self.tenant}", reg)
+            self.det._store.put(f"{self.tenant}|d", reg)
 
     def gc(self, hour: int) -> None:
         """Forget dimensions without traffic for ``gc_after_hours`` (keeps a tenant's state bounded)."""
@@ -680,15 +681,15 @@ class _Ctx:
         for dk in sorted(reg):
             if reg[dk] >= horizon or dk in self.dims:
                 continue
-            st = store.get(f"s|{self.tenant}|{dk}")
+            st = store.get(f"{self.tenant}|s|{dk}")
             if st is not None and any(s["inc"] is not None for grp in ("v", "c") for s in st[grp].values()):
                 continue
-            store.delete(f"s|{self.tenant}|{dk}")
-            store.delete(f"p|{self.tenant}|{dk}")
+            store.delete(f"{self.tenant}|s|{dk}")
+            store.delete(f"{self.tenant}|p|{dk}")
             del reg[dk]
             dropped = True
         if dropped:
-            store.put(f"d|{self.tenant}", reg)
+            store.put(f"{self.tenant}|d", reg)
 
     # --- one window ---
     def window(self, ws: int, obs: dict[str, dict[str, int]], dims: set[str]) -> list[dict[str, Any]]:
@@ -708,9 +709,9 @@ class _Ctx:
                 self.hot.add(dk)
             else:
                 self.hot.discard(dk)
-            det._store.put(f"s|{self.tenant}|{dk}", st)
+            det._store.put(f"{self.tenant}|s|{dk}", st)
             if any(dirty):
-                det._store.put(f"p|{self.tenant}|{dk}", prof_all)
+                det._store.put(f"{self.tenant}|p|{dk}", prof_all)
         return self._attribute(ws, transitions)
 
     def _step_dim(
@@ -826,7 +827,7 @@ class _Ctx:
             self.open_delta += 1
         touched = self._hold_overlapping()
         for dk in sorted({e_dk for e_dk, _ in open_} | touched):
-            self.det._store.put(f"s|{self.tenant}|{dk}", self.dims[dk])
+            self.det._store.put(f"{self.tenant}|s|{dk}", self.dims[dk])
         return events
 
     def _close_silently(self, s: dict[str, Any], group: dict[Dim, Any], dim: Dim) -> None:
@@ -964,7 +965,7 @@ class _Ctx:
         expected = exp / n if n > 0 else 0.0
         score = (obs - exp) / math.sqrt(var) if var > 0 else 0.0
         total_dk = dim_key(None, None)
-        total = self.dims.get(total_dk) or self.det._store.get(f"s|{self.tenant}|{total_dk}")
+        total = self.dims.get(total_dk) or self.det._store.get(f"{self.tenant}|s|{total_dk}")
         total = total or {"v": {}, "c": {}}
         ts = total[sid[0]].get(stage_from)
         if ts is not None and ts["rec"][2] > 0:

@@ -220,6 +220,8 @@ def _validate(
         raise _Invalid("not_object", f"top-level JSON is {type(obj).__name__}, not an object")
     event_id = _str_field(obj, "event_id")
     tenant_id = _str_field(obj, "tenant_id")
+    if "|" in tenant_id or not tenant_id.isprintable():
+        raise _Invalid("invalid_field", "tenant_id must be printable and must not contain '|'")
     if "occurred_at" not in obj or obj["occurred_at"] is None:
         raise _Invalid("missing_field", "occurred_at is required")
     occurred = parse_timestamp(obj["occurred_at"])

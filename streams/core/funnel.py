@@ -20,10 +20,10 @@ tenant, so there is a single writer per tenant). An event whose window has alrea
 
 State (all JSON-able, through the Store):
 
-* ``w|{tenant}|{window_start}`` → ``{"c": [sorted campaign names admitted], "d": {dim: {stage:
+* ``{tenant}|w|{window_start}`` → ``{"c": [sorted campaign names admitted], "d": {dim: {stage:
   [events, [sorted person ids]]}}}`` with ``dim`` = ``json.dumps([channel, campaign])``. Sorted
   lists (not sets) keep the value JSON-able and its serialisation deterministic.
-* ``c|{tenant}`` → the tenant's closed-up-to boundary (every window starting before it closed).
+* ``{tenant}|c`` → the tenant's closed-up-to boundary (every window starting before it closed).
 
 Memory is bounded per window by ``max_campaigns_per_tenant_window``: campaign names beyond it
 fold into ``"__other__"``, so a tenant with thousands of campaigns cannot blow up state.
@@ -86,9 +86,9 @@ class FunnelAggregator:
         """Re-derive the open-window index after the store was reloaded from a changelog."""
         self._open.clear()
         for key, _ in self._store.items():
-            if key.startswith("w|"):
-                tenant, start = key[2:].rsplit("|", 1)
-                bisect.insort(self._open.setdefault(tenant, []), int(start))
+            tenant, tag, rest = [*key.split("|", 2), "", ""][:3]
+            if tag == "w":
+                bisect.insort(self._open.setdefault(tenant, []), int(rest))
 
     # --- event path ---
     def observe(
@@ -99,10 +99,10 @@ class FunnelAggregator:
             raise ValueError(f"unknown funnel stage {stage!r}")
         w = self.config.window_ms
         start = at_ms - at_ms % w
-        closed = self._store.get(f"c|{tenant_id}")
+        closed = self._store.get(f"{tenant_id}|c")
         if closed is not None and start < closed:
             return False
-        key = f"w|{tenant_id}|{start}"
+        key = f"{tenant_id}|w|{start}"
         win = self._store.get(key)
         if win is None:
             win = {"c": [], "d": {}}
@@ -139,7 +139,7 @@ class FunnelAggregator:
         """Close this tenant's windows whose end is at or before the watermark; their rows, in order."""
         w = self.config.window_ms
         boundary = watermark_ms - watermark_ms % w  # every window starting before it has ended
-        closed_key = f"c|{tenant_id}"
+        closed_key = f"{tenant_id}|c"
         closed = self._store.get(closed_key)
         if closed is None or boundary > closed:
             # Written only when the boundary moves (once per window), not on every tick.
@@ -162,14 +162,14 @@ class FunnelAggregator:
             end = starts[-1] + self.config.window_ms
             for start in starts:
                 rows.extend(self._close(tenant, start))
-            closed = self._store.get(f"c|{tenant}")
+            closed = self._store.get(f"{tenant}|c")
             if closed is None or end > closed:
-                self._store.put(f"c|{tenant}", end)
+                self._store.put(f"{tenant}|c", end)
         self._open.clear()
         return rows
 
     def _close(self, tenant_id: str, start: int) -> list[dict[str, Any]]:
-        key = f"w|{tenant_id}|{start}"
+        key = f"{tenant_id}|w|{start}"
         win = self._store.get(key)
         self._store.delete(key)
         if win is None:

@@ -92,6 +92,7 @@ class Pipeline:
         self.sessions.rebuild()
         self.sla.rebuild()
         self.funnel.rebuild()
+        self.detector.rebuild()
         self._last_wall.clear()
 
     # --- event path ---

@@ -40,7 +40,7 @@ EVENT_KEYS = {
 
 def binomial(rng: random.Random, n: int, p: float) -> int:
     """Exact binomial draw by geometric skips (O(n·min(p, 1-p)))."""
-    if n <= 0 or p <= 0:
+    if n <= 0 or p <= 1e-12:
         return 0
     if p >= 1:
         return n
@@ -211,16 +211,17 @@ def test_incident_stays_open_while_the_drop_lasts_then_resolves() -> None:
 
 
 def test_new_series_is_protected_within_60_windows() -> None:
-    """A campaign that starts now is watched after its warm-up (≤ 60 windows of its own history)."""
+    """A campaign that starts now is watched after its warm-up (10 windows; the product asks ≤ 60):
+    its launch is not an incident of the total, its breakage 20 minutes later is."""
     det = AnomalyDetector(MemoryStore())
     rng = random.Random(5)
     base = Sim({("web", "old"): 300})
     both = Sim({("web", "old"): 300, ("ads", "new"): 300})
     events = base.run(det, 600, rng=rng)
-    events += both.run(det, 100, step(655, 700, conv=0.5, campaign="new"), start=600, rng=rng)
+    events += both.run(det, 100, step(620, 700, conv=0.5, campaign="new"), start=600, rng=rng)
     found = opens(events)
     assert len(found) == 1 and found[0]["dimension"]["campaign"] == "new"
-    assert 655 <= found[0]["i"] <= 658
+    assert 620 <= found[0]["i"] <= 623
 
 
 CELLS: dict[Cell, float] = {
@@ -339,15 +340,15 @@ def test_sparse_dimensions_catch_up_as_zeros_and_are_forgotten_when_gone() -> No
 
     for i in range(240):
         assert det.observe_windows("t", T0 + i * W, rows(i, 1 if i % 10 == 0 else 0), T0 + (i + 1) * W) == []
-    rare = store.get('s|t|[null,"rare"]')
+    rare = store.get('t|s|[null,"rare"]')
     level = rare["v"]["impression"]["A"] / rare["v"]["impression"]["B"]
     assert 0.05 < level < 0.2  # ≈ 1 person per 10 windows, zeros included
-    assert '[null,"rare"]' not in store.get("m|t")["hot"]
+    assert '[null,"rare"]' not in store.get("t|m")["hot"]
     for i in range(240, 400):  # "rare" stops; after an hour without it, it is forgotten
         det.observe_windows("t", T0 + i * W, rows(i, 0), T0 + (i + 1) * W)
-    assert store.get('s|t|[null,"rare"]') is None and store.get('p|t|["web","rare"]') is None
-    assert '[null,"rare"]' not in store.get("d|t")
-    assert store.get("s|t|[null,null]") is not None
+    assert store.get('t|s|[null,"rare"]') is None and store.get('t|p|["web","rare"]') is None
+    assert '[null,"rare"]' not in store.get("t|d")
+    assert store.get("t|s|[null,null]") is not None
 
 
 def test_config_is_validated() -> None:

@@ -68,6 +68,8 @@ def test_unknown_fields_are_kept_and_round_trip() -> None:
         (event(event_id=""), "invalid_field"),
         (event(event_id="x" * 129), "invalid_field"),
         (event(tenant_id=5), "invalid_field"),
+        (event(tenant_id="a|b"), "invalid_field"),
+        (event(tenant_id="a\nb"), "invalid_field"),
         (event(occurred_at=...), "missing_field"),
         (event(occurred_at="2026-11-25T10:00:00"), "bad_timestamp"),  # no offset
         (event(occurred_at="2026-11-25"), "bad_timestamp"),

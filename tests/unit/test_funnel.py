@@ -100,16 +100,16 @@ def test_state_is_json_persisted_per_window_and_rebuild_restores_it() -> None:
     store = MemoryStore()
     f = FunnelAggregator(store)
     for i in range(5):
-        f.observe("t|x", f"p{i % 3}", "visit", "web", "spring", T0 + i)
-    f.observe("t|x", "p9", "lead", "web", "spring", T0 + W)
+        f.observe("tx", f"p{i % 3}", "visit", "web", "spring", T0 + i)
+    f.observe("tx", "p9", "lead", "web", "spring", T0 + W)
     dirty = dict(store.drain_dirty())
-    assert set(dirty) == {f"w|t|x|{T0}", f"w|t|x|{T0 + W}"}  # one key per open window
+    assert set(dirty) == {f"tx|w|{T0}", f"tx|w|{T0 + W}"}  # one key per open window
     copy = MemoryStore()
     for k, v in store.items():
         copy.load(k, json.loads(json.dumps(v)))
     restored = FunnelAggregator(copy)
-    assert restored.open_windows("t|x") == [T0, T0 + W]
-    assert restored.advance("t|x", T0 + 5 * W) == f.advance("t|x", T0 + 5 * W)
+    assert restored.open_windows("tx") == [T0, T0 + W]
+    assert restored.advance("tx", T0 + 5 * W) == f.advance("tx", T0 + 5 * W)
     assert not any(k.startswith("w|") for k, _ in store.items())  # closed windows are deleted
 
 
