@@ -84,6 +84,8 @@ class Pipeline:
         # tenant -> wall ms of its last event (processing-time fallback); not persisted: after a
         # restart the fallback simply starts counting again.
         self._last_wall: dict[str, int] = {}
+        # tenant -> latest window start handed to the detector (silence detection; re-learnt after restart)
+        self._last_window: dict[str, int] = {}
 
     # --- recovery ---
     def rebuild(self) -> None:
@@ -94,6 +96,7 @@ class Pipeline:
         self.funnel.rebuild()
         self.detector.rebuild()
         self._last_wall.clear()
+        self._last_window.clear()
 
     # --- event path ---
     def process(self, tp: Touchpoint, wall_ms: int | None = None) -> None:
@@ -173,10 +176,25 @@ class Pipeline:
             rows = self.funnel.advance(tenant, wm)
             if rows:
                 self._emit_funnel(tenant, rows, now_ms)
+            else:
+                self._observe_silence(tenant)
             self.dedup.expire(tenant, wm)
+
+    def _observe_silence(self, tenant: str) -> None:
+        """A tenant whose tracking died sends nothing: feed the detector the empty closed window,
+        so a total volume collapse pages while it lasts instead of when data resumes."""
+        boundary = self.stores["funnel"].get(f"{tenant}|c")
+        if boundary is None:
+            return
+        window_start = boundary - self.config.funnel_window_ms
+        if self._last_window.get(tenant, -1) >= window_start:
+            return
+        self._last_window[tenant] = window_start
+        self.out.anomalies.extend(self.detector.observe_windows(tenant, window_start, [], boundary))
 
     def _emit_funnel(self, tenant: str, rows: list[dict[str, Any]], now_ms: int) -> None:
         self.out.funnel.extend(rows)
+        self._last_window[tenant] = max(self._last_window.get(tenant, -1), rows[-1]["window_start"])
         by_window: dict[int, list[dict[str, Any]]] = {}
         for row in rows:
             by_window.setdefault(row["window_start"], []).append(row)
