@@ -238,8 +238,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         s = _settings(args)
         return asyncio.run(_simulate_kafka(s, cfg))
     t0 = time.monotonic()
-    n = simulate.write_jsonl(cfg, args.out)
-    print(f"wrote {n} events to {args.out} in {time.monotonic() - t0:.1f}s", file=sys.stderr)
+    if args.noise:
+        n = 0
+        with open(args.out, "wb") as fh:
+            for line in simulate.add_noise(simulate.generate(cfg), args.noise, args.seed):
+                fh.write(line + b"\n")
+                n += 1
+    else:
+        n = simulate.write_jsonl(cfg, args.out)
+    print(f"wrote {n} messages to {args.out} in {time.monotonic() - t0:.1f}s", file=sys.stderr)
     return 0
 
 
@@ -425,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--out", default="kafka", help="'kafka' (paced live) or a .jsonl path")
     sm.add_argument("--truth", help="write the injected incidents here (JSON)")
     sm.add_argument("--start-ms", help="event time of the first event (default: now)")
+    sm.add_argument("--noise", type=float, default=0.0,
+                    help="file output: fraction of events followed by a malformed copy (DLQ demo)")
     sm.set_defaults(fn=cmd_simulate)
 
     pr = sub.add_parser("process", help="run the core offline over a JSON-lines file")

@@ -22,6 +22,7 @@ The embedded ClickHouse engine is single-process: several workers on it run
 | TOUCHSTREAM_APP_ID | touchstream | Faust app id = consumer group prefix and internal topic prefix |
 | TOUCHSTREAM_PARTITIONS | 4 | partitions of the pipeline topics (created by the worker) |
 | TOUCHSTREAM_REPLICATION | 1 | replication factor of the pipeline topics (3 on a cluster) |
+| TOUCHSTREAM_GROUP_SESSION_TIMEOUT_S | 15 | a crashed worker's partitions move after this (Faust default: 60) |
 | TOUCHSTREAM_STORE | memory:// | Faust table store; ``rocksdb://`` for large state (needs rocksdict) |
 | TOUCHSTREAM_MAX_MESSAGE_BYTES | 262144 | larger raw messages are dead-lettered as ``oversized`` |
 | TOUCHSTREAM_MAX_FUTURE_S | 900 | events further in the future than this (vs wall clock) are dead-lettered |
@@ -86,6 +87,7 @@ class Settings:
     partitions: int
     replication: int
     store: str
+    group_session_timeout_s: float
     max_message_bytes: int
     max_future_ms: int
     dedup_window_ms: int
@@ -123,6 +125,7 @@ class Settings:
             partitions=_int(env, "TOUCHSTREAM_PARTITIONS", 4),
             replication=_int(env, "TOUCHSTREAM_REPLICATION", 1),
             store=env.get("TOUCHSTREAM_STORE") or "memory://",
+            group_session_timeout_s=_float(env, "TOUCHSTREAM_GROUP_SESSION_TIMEOUT_S", 15.0),
             max_message_bytes=_int(env, "TOUCHSTREAM_MAX_MESSAGE_BYTES", 262_144),
             max_future_ms=_int(env, "TOUCHSTREAM_MAX_FUTURE_S", 900) * 1000,
             dedup_window_ms=_int(env, "TOUCHSTREAM_DEDUP_WINDOW_S", 900) * 1000,

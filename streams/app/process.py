@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from streams.app.runtime import Runtime
 
 TICK_S = 0.25
+#: Events per batch: bounds the per-partition state delta record (one Kafka message) to well under 1 MB.
+BATCH = 500
 
 
 def register(rt: Runtime, table: Any) -> None:
@@ -73,7 +75,7 @@ def register(rt: Runtime, table: Any) -> None:
 
     @app.agent(rt.topics[topics.VALID], name="process")
     async def process_agent(stream):  # type: ignore[no-untyped-def]
-        async for events in stream.take_events(2000, within=0.02):
+        async for events in stream.take_events(BATCH, within=0.02):
             async with rt.lock:
                 if not rt.ready:
                     reload()

@@ -112,6 +112,9 @@ def build(settings: Settings, *, web: bool = True) -> Runtime:
         producer_max_batch_size=262_144,
         stream_buffer_maxsize=8192,
         broker_commit_interval=1.0,
+        # A kill -9'd worker keeps its partitions until its group session expires: keep that short.
+        broker_session_timeout=settings.group_session_timeout_s,
+        broker_heartbeat_interval=max(1.0, settings.group_session_timeout_s / 5),
         consumer_auto_offset_reset="earliest",
         table_cleanup_interval=3600.0,
         **faust_broker_kwargs(settings),

@@ -6,6 +6,13 @@ timers. We write ``table.data`` and send the changelog message ourselves, naming
 explicitly: the partition of the key's tenant in ``touchpoints.valid``, computed with the same
 murmur2 partitioner the producer used. Faust's own recovery then restores the table on
 assignment, and :meth:`StateBridge.reload` copies it back into the core's stores.
+
+Atomicity: a batch changes many keys, and a kill -9 can land between two of their changelog
+messages. So per partition the batch's whole delta is first written as ONE message under the
+key ``__wal<SEP><partition>`` (a single Kafka message is all-or-nothing), then the keys one by
+one. The producer keeps order within a partition and every batch is flushed before the next
+one starts, so only the last batch can be half-written, and its delta record precedes its
+keys. Recovery re-applies the last delta, completing any half-written batch.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from aiokafka.partitioner import murmur2
 from streams.core.state import MemoryStore
 
 SEP = "\x1f"
+WAL = "__wal"
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -55,11 +63,15 @@ class StateBridge:
         self.table.send_changelog(partition, key, value, key_serializer="raw", value_serializer="raw")
 
     def flush(self) -> int:
-        """Write every key changed since the last flush; returns how many."""
-        n = 0
+        """Write every key changed since the last flush (delta record first); returns how many."""
+        by_partition: dict[int, list[tuple[str, str, Any]]] = {}
         for ns, store in self.stores.items():
             for key, value in store.drain_dirty():
-                partition = partition_for(tenant_of(key), self.partitions)
+                by_partition.setdefault(partition_for(tenant_of(key), self.partitions), []).append((ns, key, value))
+        n = 0
+        for partition, changes in by_partition.items():
+            self._put_raw(partition, f"{WAL}{SEP}{partition}".encode(), orjson.dumps(changes))
+            for ns, key, value in changes:
                 raw = None if value is None else orjson.dumps(value)
                 self._put_raw(partition, f"{ns}{SEP}{key}".encode(), raw)
                 n += 1
@@ -72,14 +84,28 @@ class StateBridge:
         for store in self.stores.values():
             store.clear()
         n = 0
+        deltas: list[Any] = []
         for raw_key, raw_value in list(self.table.data.items()):
             if raw_value is None:
                 continue
             key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
             ns, _, store_key = key.partition(SEP)
+            if ns == WAL:
+                if int(store_key) in owned:
+                    deltas.append(orjson.loads(raw_value))
+                continue
             store = self.stores.get(ns)
             if store is None or partition_for(tenant_of(store_key), self.partitions) not in owned:
                 continue
             store.load(store_key, orjson.loads(raw_value))
             n += 1
+        for changes in deltas:  # complete a batch that a crash cut in half (idempotent if it was whole)
+            for ns, key, value in changes:
+                store = self.stores.get(ns)
+                if store is None:
+                    continue
+                if value is None:
+                    store.load_delete(key)
+                else:
+                    store.load(key, value)
         return n

@@ -66,6 +66,10 @@ class MemoryStore:
         """Install a recovered value without marking it dirty (changelog restore)."""
         self._data[key] = value
 
+    def load_delete(self, key: str) -> None:
+        """Remove a value during recovery without marking it dirty."""
+        self._data.pop(key, None)
+
     def drain_dirty(self) -> list[tuple[str, Any | None]]:
         """Changed keys since the last drain, with their value (None = deleted)."""
         out = [(k, self._data.get(k)) for k in self._dirty]

@@ -88,9 +88,9 @@ def test_kill9_restarts_keep_clickhouse_exact(pipeline_env: dict[str, str], tmp_
         w = WorkerProc(env, tmp_path / f"worker{k}.log").start()
         workers.append(w)
 
-    wait_until(lambda: group_lag(bootstrap, group, prefix + "touchpoints.valid") == 0, 180, what="processing")
+    wait_until(lambda: group_lag(bootstrap, group, prefix + "touchpoints.valid") == 0, 300, what="processing")
     for topic in ("touchpoints.enriched", "sessions.closed", "funnel.live"):
-        wait_until(lambda t=topic: group_lag(bootstrap, group, prefix + t) == 0, 120, what=f"sink of {topic}")
+        wait_until(lambda t=topic: group_lag(bootstrap, group, prefix + t) == 0, 300, what=f"sink of {topic}")
     assert message_count(bootstrap, prefix + "touchpoints.enriched") >= len(events)
     assert w.stop() == 0, w.tail()
 

@@ -107,7 +107,7 @@ def test_two_workers_one_killed(store: str, pipeline_env: dict[str, str], tmp_pa
     p2 = WorkerProc(p2.env, tmp_path / "p2b.log").start()
     workers.append(p2)
 
-    wait_until(lambda: group_lag(bootstrap, group, prefix + "touchpoints.valid") == 0, 180, what="processing")
+    wait_until(lambda: group_lag(bootstrap, group, prefix + "touchpoints.valid") == 0, 300, what="processing")
     wait_until(lambda: group_lag(bootstrap, f"{group}-sink", prefix + "sessions.closed") == 0, 120,
                what="sessions sink")
     wait_until(lambda: group_lag(bootstrap, f"{group}-sink", prefix + "touchpoints.enriched") == 0, 120,
