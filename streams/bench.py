@@ -99,6 +99,14 @@ async def _lag(bootstrap: str, group: str, topic: str) -> int | None:
     return lag.get(topic)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _rss_peak_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/status") as fh:
@@ -189,7 +197,8 @@ async def run_bench(s: Settings, events: int, partitions: int, rate: float, pers
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOUCHSTREAM_", "CLICKHOUSE_"))}
     env.update(KAFKA_BOOTSTRAP_SERVERS=s.bootstrap, TOUCHSTREAM_TOPIC_PREFIX=prefix, TOUCHSTREAM_APP_ID=app_id,
                TOUCHSTREAM_DATA_DIR=str(work / "worker"), TOUCHSTREAM_PARTITIONS=str(partitions),
-               TOUCHSTREAM_WEB_PORT="0", TOUCHSTREAM_LOG_LEVEL="warn", TOUCHSTREAM_MAX_FUTURE_S="100000000")
+               TOUCHSTREAM_WEB_PORT=str(_free_port()), TOUCHSTREAM_LOG_LEVEL="warn",
+               TOUCHSTREAM_MAX_FUTURE_S="100000000")
     w = Worker(env, work / "worker.log")
     t0 = time.perf_counter()
     w.start()
@@ -276,7 +285,7 @@ async def _recovery(s: Settings, persons: int, partitions: int, work: Path) -> d
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOUCHSTREAM_", "CLICKHOUSE_"))}
     env.update(KAFKA_BOOTSTRAP_SERVERS=s.bootstrap, TOUCHSTREAM_TOPIC_PREFIX=prefix, TOUCHSTREAM_APP_ID=app_id,
                TOUCHSTREAM_DATA_DIR=str(work / "recovery"), TOUCHSTREAM_PARTITIONS=str(partitions),
-               TOUCHSTREAM_WEB_PORT="0", TOUCHSTREAM_ROLE="process", TOUCHSTREAM_LOG_LEVEL="warn",
+               TOUCHSTREAM_WEB_PORT=str(_free_port()), TOUCHSTREAM_ROLE="process", TOUCHSTREAM_LOG_LEVEL="warn",
                TOUCHSTREAM_MAX_FUTURE_S="100000000")
     w = Worker(env, work / "recovery.log")
     w.start()

@@ -25,6 +25,7 @@ OUTPUT_FILES: tuple[tuple[str, str], ...] = (
     ("sessions", "sessions.jsonl"),
     ("sla", "sla.jsonl"),
     ("response_times", "response_times.jsonl"),
+    ("pages", "pages.jsonl"),
     ("funnel", "funnel.jsonl"),
     ("anomalies", "anomalies.jsonl"),
 )

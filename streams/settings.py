@@ -31,6 +31,8 @@ The embedded ClickHouse engine is single-process: several workers on it run
 | TOUCHSTREAM_ALLOWED_LATENESS_S | 300 | late events within this land in their session / window |
 | TOUCHSTREAM_IDLE_ADVANCE_S | 60 | idle tenant: its watermark follows the wall clock after this |
 | TOUCHSTREAM_FUNNEL_WINDOW_S | 60 | funnel tumbling window |
+| TOUCHSTREAM_NOTIFIERS_FILE | – | notifiers + paging routes/grouping/stall config (deploy/notifiers.example.json) |
+| TOUCHSTREAM_NOTIFIERS | – | JSON ``{"name": "pagerduty+https://...?routing_key=..."}``; adds to / overrides the file |
 | TOUCHSTREAM_SLA_POLICIES | – | path to an SLA policy JSON file (built-in defaults when unset) |
 | TOUCHSTREAM_SINK_BATCH_ROWS | 20000 | ClickHouse sink: flush a table's batch at this many rows |
 | TOUCHSTREAM_SINK_FLUSH_S | 1.0 | ... or when its oldest row is this old |

@@ -120,7 +120,8 @@ def workers(tmp_path: Path) -> Iterator[list[WorkerProc]]:
         w.kill9() if w.alive() else None
 
 
-def wait_until(pred, timeout: float, interval: float = 0.25, what: str = "condition"):  # type: ignore[no-untyped-def]
+def wait_until(pred, timeout: float, interval: float = 0.25, what: str = "condition",  # type: ignore[no-untyped-def]
+               explain=None):
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -128,7 +129,8 @@ def wait_until(pred, timeout: float, interval: float = 0.25, what: str = "condit
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    detail = f"; {explain()}" if explain is not None else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r}){detail}")
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,7 @@ worker. Agents live in their own modules and only route.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,10 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
     policies = None
     if settings.sla_policies_path:
         policies = PolicySet.from_dict(orjson.loads(Path(settings.sla_policies_path).read_bytes()))
+    from streams.notify import paging_config
+
     return PipelineConfig(
+        paging=paging_config(os.environ),
         dedup_window_ms=settings.dedup_window_ms,
         session_gap_ms=settings.session_gap_ms,
         allowed_lateness_ms=settings.allowed_lateness_ms,
@@ -144,7 +148,7 @@ def build(settings: Settings, *, web: bool = True) -> Runtime:
     ch = ClickHouse(settings.clickhouse_url, settings.clickhouse_database)
     rt = Runtime(settings, app, pipeline, bridge, ch, faust_topics)
 
-    from streams.app import process, validate
+    from streams.app import pages, process, validate
     from streams.app import sink as sink_mod
     from streams.app import web as web_mod
 
@@ -153,6 +157,7 @@ def build(settings: Settings, *, web: bool = True) -> Runtime:
         process.register(rt, table)
     if settings.role in ("all", "sink"):
         sink_mod.register(rt)
+        pages.register(rt)
     if web:
         web_mod.register(rt)
     return rt

@@ -10,6 +10,7 @@ MERGES = "identity.merges"  # key = tenant_id (schemas/identity_merge.v1.json)
 SESSIONS = "sessions.closed"  # key = person_id (schemas/session.v1.json)
 SLA_EVENTS = "sla.events"  # key = wait_id (schemas/sla_event.v1.json)
 RESPONSE_TIMES = "sla.response_times"  # key = wait_id (schemas/response_time.v1.json)
+PAGES = "sla.pages"  # key = dedup_key: pages to deliver (streams/core/paging.py Page)
 FUNNEL = "funnel.live"  # key = tenant_id (schemas/funnel_window.v1.json)
 ANOMALIES = "funnel.anomalies"  # key = anomaly_id (schemas/anomaly.v1.json)
 
@@ -20,6 +21,7 @@ PROCESS_OUTPUTS: tuple[tuple[str, str, str], ...] = (
     (SESSIONS, "sessions", "person_id"),
     (SLA_EVENTS, "sla", "wait_id"),
     (RESPONSE_TIMES, "response_times", "wait_id"),
+    (PAGES, "pages", "dedup_key"),
     (FUNNEL, "funnel", "tenant_id"),
     (ANOMALIES, "anomalies", "anomaly_id"),
 )

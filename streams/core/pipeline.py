@@ -25,13 +25,14 @@ from streams.core.dedup import DedupWindow
 from streams.core.funnel import FunnelAggregator, FunnelConfig
 from streams.core.identity import IdentityConfig, IdentityGraph
 from streams.core.model import Touchpoint
+from streams.core.paging import Pager, PagingConfig
 from streams.core.sessions import SessionConfig, Sessionizer
 from streams.core.sla import PolicySet, SlaEngine
 from streams.core.stages import StageMap
 from streams.core.state import MemoryStore
 
 #: Namespaces of persistent state; each is one MemoryStore and one key prefix in the changelog.
-NAMESPACES: tuple[str, ...] = ("dedup", "watermark", "identity", "sessions", "sla", "funnel", "anomaly")
+NAMESPACES: tuple[str, ...] = ("dedup", "watermark", "identity", "sessions", "sla", "paging", "funnel", "anomaly")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class PipelineConfig:
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     policies: PolicySet | None = None
+    paging: PagingConfig = field(default_factory=PagingConfig)
     stage_map: StageMap = field(default_factory=StageMap)
 
 
@@ -56,6 +58,7 @@ class Outputs:
     sessions: list[dict[str, Any]] = field(default_factory=list)
     sla: list[dict[str, Any]] = field(default_factory=list)
     response_times: list[dict[str, Any]] = field(default_factory=list)
+    pages: list[dict[str, Any]] = field(default_factory=list)
     funnel: list[dict[str, Any]] = field(default_factory=list)
     anomalies: list[dict[str, Any]] = field(default_factory=list)
     duplicates: int = 0
@@ -63,7 +66,7 @@ class Outputs:
     late_funnel: int = 0
 
     def clear(self) -> None:
-        for name in ("enriched", "merges", "sessions", "sla", "response_times", "funnel", "anomalies"):
+        for name in ("enriched", "merges", "sessions", "sla", "response_times", "pages", "funnel", "anomalies"):
             getattr(self, name).clear()
         self.duplicates = self.late_sessions = self.late_funnel = 0
 
@@ -78,6 +81,7 @@ class Pipeline:
             self.stores["sessions"], SessionConfig(cfg.session_gap_ms, cfg.allowed_lateness_ms)
         )
         self.sla = SlaEngine(self.stores["sla"], cfg.policies)
+        self.pager = Pager(self.stores["paging"], cfg.paging)
         self.funnel = FunnelAggregator(self.stores["funnel"], FunnelConfig(window_ms=cfg.funnel_window_ms))
         self.detector = AnomalyDetector(self.stores["anomaly"], cfg.detector)
         self.out = Outputs()
@@ -93,6 +97,7 @@ class Pipeline:
         self.dedup.rebuild()
         self.sessions.rebuild()
         self.sla.rebuild()
+        self.pager.rebuild()
         self.funnel.rebuild()
         self.detector.rebuild()
         self._last_wall.clear()
@@ -126,8 +131,12 @@ class Pipeline:
         if assignment.late:
             out.late_sessions += 1
 
+        # The pager's clock: wall time live (stall detection compares input activity with now),
+        # event time offline.
+        clock = tp.occurred_at if wall_ms is None else wall_ms
+        self.pager.input_seen(tenant, tp.channel, clock)
         if tp.conversation is not None:
-            self._route_sla(self.sla.observe(tp))
+            self._route_sla(self.sla.observe(tp), clock)
 
         if stage is not None and not self.funnel.observe(
             tenant, person_id, stage, tp.channel, tp.campaign_name, tp.occurred_at
@@ -141,12 +150,13 @@ class Pipeline:
         enriched["stage"] = stage
         out.enriched.append(enriched)
 
-    def _route_sla(self, records: list[dict[str, Any]]) -> None:
+    def _route_sla(self, records: list[dict[str, Any]], now_ms: int) -> None:
         for rec in records:
             if rec.get("record") == "response_time":
                 self.out.response_times.append(rec)
             else:
                 self.out.sla.append(rec)
+                self.out.pages.extend(p.to_dict() for p in self.pager.observe(rec, now_ms))
 
     # --- time path ---
     def watermark(self, tenant: str, wall_ms: int | None = None) -> int | None:
@@ -167,7 +177,8 @@ class Pipeline:
         ``wall=True`` (live): ``now_ms`` is the wall clock and drives the idle fallback.
         ``wall=False`` (offline): ``now_ms`` is the replay's event-time clock.
         """
-        self._route_sla(self.sla.advance(now_ms))
+        self._route_sla(self.sla.advance(now_ms), now_ms)
+        self.out.pages.extend(p.to_dict() for p in self.pager.advance(now_ms))
         for tenant, _ in self.stores["watermark"].items():
             wm = self.watermark(tenant, now_ms if wall else None)
             if wm is None:
@@ -210,7 +221,8 @@ class Pipeline:
 
     def close_all(self, now_ms: int) -> None:
         """End of offline input: close every session and window so nothing stays pending."""
-        self._route_sla(self.sla.advance(now_ms))
+        self._route_sla(self.sla.advance(now_ms), now_ms)
+        self.out.pages.extend(p.to_dict() for p in self.pager.advance(now_ms))
         self.out.sessions.extend(self.sessions.close_all())
         rows = self.funnel.close_all()
         by_tenant: dict[str, list[dict[str, Any]]] = {}

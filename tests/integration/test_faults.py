@@ -88,7 +88,12 @@ def test_kill9_restarts_keep_clickhouse_exact(pipeline_env: dict[str, str], tmp_
         w = WorkerProc(env, tmp_path / f"worker{k}.log").start()
         workers.append(w)
 
-    wait_until(lambda: group_lag(bootstrap, group, prefix + "touchpoints.valid") == 0, 300, what="processing")
+    def lag_report() -> str:
+        info = topic_counts(bootstrap, group)
+        return f"lag={info['lag']} ends={ {t: v['end_offsets'] for t, v in info['topics'].items() if 'valid' in t} }"
+
+    wait_until(lambda: group_lag(bootstrap, group, prefix + "touchpoints.valid") == 0, 300, what="processing",
+               explain=lag_report)
     for topic in ("touchpoints.enriched", "sessions.closed", "funnel.live"):
         wait_until(lambda t=topic: group_lag(bootstrap, group, prefix + t) == 0, 300, what=f"sink of {topic}")
     assert message_count(bootstrap, prefix + "touchpoints.enriched") >= len(events)
