@@ -50,7 +50,7 @@ def register(rt: Runtime) -> None:
                 ok = await notifier.send(page)
                 metrics.PAGES.labels("sent" if ok else "failed").inc()
 
-    @rt.app.on_shutdown.connect
+    @rt.app.on_before_shutdown.connect
     async def close(app: Any, **_: Any) -> None:
         for n in notifiers.values():
             await n.aclose()
