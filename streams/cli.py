@@ -65,6 +65,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from streams.clickhouse.migrate import load, migrate
 
     s = _settings(args)
+    if args.cluster_ddl:
+        from streams.clickhouse.cluster import cluster_ddl
+
+        print(cluster_ddl(args.cluster_ddl, s.clickhouse_database), end="")
+        return 0
     ch = ClickHouse(s.clickhouse_url, s.clickhouse_database)
     total = len(load())
     applied = migrate(ch)
@@ -416,7 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--data-dir", help="overrides TOUCHSTREAM_DATA_DIR")
     k.set_defaults(fn=cmd_kafka)
 
-    sub.add_parser("migrate", help="apply ClickHouse migrations").set_defaults(fn=cmd_migrate)
+    mg = sub.add_parser("migrate", help="apply ClickHouse migrations")
+    mg.add_argument("--cluster-ddl", metavar="CLUSTER", help="print the replicated + Distributed DDL instead")
+    mg.set_defaults(fn=cmd_migrate)
     sub.add_parser("worker", help="run the stream worker").set_defaults(fn=cmd_worker)
 
     r = sub.add_parser("run", help="local Kafka + embedded ClickHouse + worker + simulated feed")

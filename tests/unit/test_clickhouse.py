@@ -110,3 +110,16 @@ def test_sla_sessions_anomalies_queries(ch: ClickHouse) -> None:
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("15m", 900), ("1h", 3600), ("7d", 604800)])
 def test_parse_since(text: str, seconds: int) -> None:
     assert queries.parse_since(text) == seconds
+
+
+def test_cluster_ddl_covers_every_table_with_replicated_and_distributed_forms() -> None:
+    from streams.clickhouse.cluster import cluster_ddl
+
+    ddl = cluster_ddl("prod", "analytics")
+    for table in ("touchpoints", "sessions", "identity_merges", "sla_events", "response_times", "funnel_minute",
+                  "anomalies"):
+        assert f"analytics.{table}_local ON CLUSTER 'prod'" in ddl
+        assert f"'/clickhouse/tables/{{shard}}/analytics/{table}', '{{replica}}'" in ddl
+        assert f"Distributed('prod', 'analytics', '{table}_local', cityHash64(tenant_id))" in ddl
+    assert "{db}" not in ddl and "non_replicated" not in ddl
+    assert "CREATE VIEW IF NOT EXISTS analytics.funnel_hourly ON CLUSTER 'prod'" in ddl
