@@ -135,11 +135,14 @@ class Worker:
             self.proc.wait(60)
 
 
-async def _wait(pred: Any, timeout: float, what: str) -> None:
+async def _wait(pred: Any, timeout: float, what: str, worker: Worker | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if await pred():
             return
+        if worker is not None and worker.proc is not None and worker.proc.poll() is not None:
+            raise RuntimeError(f"bench: the worker exited ({worker.proc.returncode}) while waiting for {what}; "
+                               f"see {worker.log}")
         await asyncio.sleep(0.2)
     raise TimeoutError(f"bench: timed out waiting for {what}")
 
@@ -203,7 +206,7 @@ async def run_bench(s: Settings, events: int, partitions: int, rate: float, pers
     t0 = time.perf_counter()
     w.start()
     try:
-        await _wait(lambda: _done(s.bootstrap, app_id, prefix), 1800, "pipeline to drain")
+        await _wait(lambda: _done(s.bootstrap, app_id, prefix), 1800, "pipeline to drain", w)
         elapsed = time.perf_counter() - t0
         result["pipeline_events_per_s"] = round(events / elapsed)
         result["pipeline_seconds_incl_startup"] = round(elapsed, 2)
@@ -214,7 +217,7 @@ async def run_bench(s: Settings, events: int, partitions: int, rate: float, pers
         lat_payloads = [(e["tenant_id"].encode(), orjson.dumps(e))
                         for e in synthetic_events(n_lat, int(time.time() * 1000), seed=2)]
         await _produce(s.bootstrap, raw, lat_payloads, rate=rate)
-        await _wait(lambda: _done(s.bootstrap, app_id, prefix), 600, "latency run to drain")
+        await _wait(lambda: _done(s.bootstrap, app_id, prefix), 600, "latency run to drain", w)
         lats = await _latencies(s.bootstrap, prefix, {orjson.loads(v)["event_id"] for _, v in lat_payloads})
         lats.sort()
         result["latency_offered_events_per_s"] = rate
@@ -289,7 +292,7 @@ async def _recovery(s: Settings, persons: int, partitions: int, work: Path) -> d
                TOUCHSTREAM_MAX_FUTURE_S="100000000")
     w = Worker(env, work / "recovery.log")
     w.start()
-    await _wait(lambda: _lag_zero(s.bootstrap, app_id, prefix + topics.VALID), 1800, "state build-up")
+    await _wait(lambda: _lag_zero(s.bootstrap, app_id, prefix + topics.VALID), 1800, "state build-up", w)
     w.stop(kill=True)
     # one new event per tenant after the restart: recovery is over when they come out enriched
     probe = [(f"t{k}".encode(), orjson.dumps({
@@ -306,7 +309,7 @@ async def _recovery(s: Settings, persons: int, partitions: int, work: Path) -> d
         return info["topics"].get(prefix + topics.ENRICHED, {}).get("messages", 0) >= enriched_before + 8
 
     try:
-        await _wait(probes_out, 1800, "recovery")
+        await _wait(probes_out, 1800, "recovery", w2)
         recovery_s = time.perf_counter() - t0
     finally:
         w2.stop()

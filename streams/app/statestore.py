@@ -8,11 +8,14 @@ murmur2 partitioner the producer used. Faust's own recovery then restores the ta
 assignment, and :meth:`StateBridge.reload` copies it back into the core's stores.
 
 Atomicity: a batch changes many keys, and a kill -9 can land between two of their changelog
-messages. So per partition the batch's whole delta is first written as ONE message under the
-key ``__wal<SEP><partition>`` (a single Kafka message is all-or-nothing), then the keys one by
-one. The producer keeps order within a partition and every batch is flushed before the next
-one starts, so only the last batch can be half-written, and its delta record precedes its
-keys. Recovery re-applies the last delta, completing any half-written batch.
+messages. So per partition the batch's whole delta is first written as a delta record, then
+the keys one by one. The record is split into parts of at most ~512 KB (Kafka refuses
+messages over 1 MB), keyed ``__wal<SEP><partition><SEP><part>`` and tagged with the batch's
+sequence number and part count. The producer keeps order within a partition and every batch
+is flushed before the next starts, so only the last batch can be half-written, and all its
+parts precede its keys. Recovery re-applies the newest batch if all its parts are there
+(completing a half-written batch); if a part is missing, no key of that batch was written, and
+the state is already consistent without it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from streams.core.state import MemoryStore
 
 SEP = "\x1f"
 WAL = "__wal"
+WAL_PART_BYTES = 512 * 1024
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -45,6 +49,7 @@ class StateBridge:
         self.stores = stores
         self.partitions = partitions
         self.writes = 0
+        self.seq = 0
 
     def _put_raw(self, partition: int, key: bytes, value: bytes | None) -> None:
         data = self.table.data
@@ -69,8 +74,12 @@ class StateBridge:
             for key, value in store.drain_dirty():
                 by_partition.setdefault(partition_for(tenant_of(key), self.partitions), []).append((ns, key, value))
         n = 0
+        self.seq += 1
         for partition, changes in by_partition.items():
-            self._put_raw(partition, f"{WAL}{SEP}{partition}".encode(), orjson.dumps(changes))
+            parts = _split(changes)
+            for i, part in enumerate(parts):
+                record = b'{"seq":%d,"part":%d,"parts":%d,"changes":[%s]}' % (self.seq, i, len(parts), b",".join(part))
+                self._put_raw(partition, f"{WAL}{SEP}{partition}{SEP}{i}".encode(), record)
             for ns, key, value in changes:
                 raw = None if value is None else orjson.dumps(value)
                 self._put_raw(partition, f"{ns}{SEP}{key}".encode(), raw)
@@ -84,23 +93,29 @@ class StateBridge:
         for store in self.stores.values():
             store.clear()
         n = 0
-        deltas: list[Any] = []
+        wal: dict[int, list[dict[str, Any]]] = {}
         for raw_key, raw_value in list(self.table.data.items()):
             if raw_value is None:
                 continue
             key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
             ns, _, store_key = key.partition(SEP)
             if ns == WAL:
-                if int(store_key) in owned:
-                    deltas.append(orjson.loads(raw_value))
+                partition = int(store_key.split(SEP)[0])
+                if partition in owned:
+                    wal.setdefault(partition, []).append(orjson.loads(raw_value))
                 continue
             store = self.stores.get(ns)
             if store is None or partition_for(tenant_of(store_key), self.partitions) not in owned:
                 continue
             store.load(store_key, orjson.loads(raw_value))
             n += 1
-        for changes in deltas:  # complete a batch that a crash cut in half (idempotent if it was whole)
-            for ns, key, value in changes:
+        for records in wal.values():  # complete a batch that a crash cut in half (idempotent if it was whole)
+            newest = max(r["seq"] for r in records)
+            self.seq = max(self.seq, newest)
+            parts = {r["part"]: r for r in records if r["seq"] == newest}
+            if len(parts) != parts[next(iter(parts))]["parts"]:
+                continue  # the record itself is incomplete: none of that batch's keys were written
+            for ns, key, value in (c for i in sorted(parts) for c in parts[i]["changes"]):
                 store = self.stores.get(ns)
                 if store is None:
                     continue
@@ -109,3 +124,17 @@ class StateBridge:
                 else:
                     store.load(key, value)
         return n
+
+
+def _split(changes: list[tuple[str, str, Any]]) -> list[list[bytes]]:
+    """Serialized changes grouped into parts of at most WAL_PART_BYTES (one change may exceed it)."""
+    parts: list[list[bytes]] = [[]]
+    size = 0
+    for change in changes:
+        item = orjson.dumps(change)
+        if parts[-1] and size + len(item) > WAL_PART_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(item)
+        size += len(item) + 1
+    return parts

@@ -50,7 +50,7 @@ def test_each_changed_key_written_once_per_flush_after_one_delta_record() -> Non
     st["b"].put("acme|y", {"v": 1})
     assert bridge.flush() == 2
     p = partition_for("acme", 4)
-    assert [k for _, k, _ in table.log] == [f"{WAL}{SEP}{p}".encode(), f"a{SEP}acme|x".encode(),
+    assert [k for _, k, _ in table.log] == [f"{WAL}{SEP}{p}{SEP}0".encode(), f"a{SEP}acme|x".encode(),
                                              f"b{SEP}acme|y".encode()]
     assert {part for part, _, _ in table.log} == {p}
     assert bridge.flush() == 0  # nothing dirty, nothing written
@@ -87,3 +87,34 @@ def test_reload_keeps_only_owned_partitions() -> None:
     fresh = stores()
     StateBridge(table, fresh, partitions=8).reload(owned)
     assert {k for k, _ in fresh["a"].items()} == {f"{t}|k" for t in tenants if partition_for(t, 8) in owned}
+
+
+def test_large_batches_split_the_delta_and_an_incomplete_delta_is_ignored(monkeypatch: Any) -> None:
+    import streams.app.statestore as ss
+
+    monkeypatch.setattr(ss, "WAL_PART_BYTES", 200)
+    table, st = ChangelogTable(), stores()
+    bridge = StateBridge(table, st, partitions=1)
+    for i in range(20):
+        st["a"].put(f"acme|k{i}", "v1")
+    bridge.flush()
+    for i in range(20):
+        st["a"].put(f"acme|k{i}", "v2")
+    bridge.flush()
+    second = [i for i, (_, k, _) in enumerate(table.log) if k.startswith(WAL.encode())][-1]  # last part of batch 2
+    parts = [k for _, k, _ in table.log if k.startswith(WAL.encode())]
+    assert len(parts) > 2  # both batches needed several parts
+    # 1) crash after all parts of batch 2 and one key: recovery completes batch 2
+    whole = ChangelogTable()
+    whole.data = table.replay(second + 2)
+    fresh = stores()
+    StateBridge(whole, fresh, partitions=1).reload([0])
+    assert {v for _, v in fresh["a"].items()} == {"v2"}
+    # 2) crash in the middle of batch 2's parts: no key of batch 2 was written; batch 1 stands
+    first_part_of_2 = next(i for i, (_, k, v) in enumerate(table.log)
+                           if k.startswith(WAL.encode()) and orjson.loads(v)["seq"] == 2)
+    cut = ChangelogTable()
+    cut.data = table.replay(first_part_of_2 + 1)
+    fresh = stores()
+    StateBridge(cut, fresh, partitions=1).reload([0])
+    assert {v for _, v in fresh["a"].items()} == {"v1"}
