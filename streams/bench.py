@@ -195,6 +195,7 @@ async def run_bench(s: Settings, events: int, partitions: int, rate: float, pers
 
     # 1. bare consumer
     result["bare_events_per_s"] = round(await bare_consumer(s.bootstrap, raw, events))
+    _progress(result)
 
     # 2. full pipeline on the same topic
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOUCHSTREAM_", "CLICKHOUSE_"))}
@@ -211,6 +212,7 @@ async def run_bench(s: Settings, events: int, partitions: int, rate: float, pers
         result["pipeline_events_per_s"] = round(events / elapsed)
         result["pipeline_seconds_incl_startup"] = round(elapsed, 2)
         result["ratio"] = round(result["pipeline_events_per_s"] / result["bare_events_per_s"], 3)
+        _progress(result)
 
         # 3. latency at a fixed offered load
         n_lat = int(rate * 20)
@@ -224,6 +226,7 @@ async def run_bench(s: Settings, events: int, partitions: int, rate: float, pers
         result["latency_p50_ms"] = round(lats[len(lats) // 2], 1) if lats else None
         result["latency_p99_ms"] = round(lats[int(len(lats) * 0.99)], 1) if lats else None
         result["peak_rss_mb"] = round(_rss_peak_mb(w.proc.pid), 1) if w.proc else None
+        _progress(result)
     finally:
         w.stop()
 
@@ -232,10 +235,16 @@ async def run_bench(s: Settings, events: int, partitions: int, rate: float, pers
     result["bytes_per_active_person"] = round(per_person)
     result["bytes_per_open_conversation"] = round(per_conv)
     result["mb_per_100k_persons"] = round(per_person * 100_000 / 1e6, 1)
+    _progress(result)
 
     # 5. recovery: a worker holding recovery_persons of state, killed and restarted
     result.update(await _recovery(s, recovery_persons, partitions, work))
     return result
+
+
+def _progress(result: dict[str, Any]) -> None:
+    """Figures as they are measured, so a later phase failing does not lose them."""
+    print("[bench] " + orjson.dumps(result).decode(), file=sys.stderr, flush=True)
 
 
 async def _done(bootstrap: str, app_id: str, prefix: str) -> bool:
@@ -250,6 +259,8 @@ async def _latencies(bootstrap: str, prefix: str, ids: set[str]) -> list[float]:
         c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         await c.start()
         try:
+            c._client.add_topic(topic)
+            await c._client.force_metadata_update()
             parts = c.partitions_for_topic(topic) or set()
             tps = [TopicPartition(topic, p) for p in parts]
             c.assign(tps)
