@@ -107,8 +107,10 @@ async def wait_for_leaders(bootstrap: str, topics: list[str], settings: Settings
 
 
 async def describe(bootstrap: str, group_ids: Iterable[str], settings: Settings | None = None,
-                   timeout: float = 5.0) -> dict[str, Any]:
-    """Topics with partition counts and end offsets, and lag per consumer group (for `status`)."""
+                   timeout: float = 5.0, prefix: str = "") -> dict[str, Any]:
+    """Topics (those starting with ``prefix``) with partition counts and end offsets, and lag per
+    consumer group (for `status`). Topics whose metadata is not ready (no leader yet, being
+    deleted) are skipped rather than failing the whole report."""
 
     async def topics_of(admin: AIOKafkaAdminClient) -> tuple[list[Any], dict[str, dict[TopicPartition, int]]]:
         meta = await admin.describe_topics()
@@ -125,7 +127,8 @@ async def describe(bootstrap: str, group_ids: Iterable[str], settings: Settings 
     tps = [
         TopicPartition(t["topic"], p["partition"])
         for t in meta
-        if not t["topic"].startswith("__")
+        if not t["topic"].startswith("__") and t["topic"].startswith(prefix) and t["error_code"] == 0
+        and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
         for p in t["partitions"]
     ]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **client_kwargs(settings))

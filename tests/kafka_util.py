@@ -28,17 +28,18 @@ def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, b
     return asyncio.run(go())
 
 
-def topic_counts(bootstrap: str, group: str | None = None) -> dict:
-    return asyncio.run(describe(bootstrap, [group] if group else []))
+def topic_counts(bootstrap: str, group: str | None = None, prefix: str = "") -> dict:
+    """Scoped to a prefix: the shared test broker holds every test's topics."""
+    return asyncio.run(describe(bootstrap, [group] if group else [], timeout=20.0, prefix=prefix))
 
 
 def message_count(bootstrap: str, topic: str) -> int:
-    info = topic_counts(bootstrap)["topics"].get(topic)
+    info = topic_counts(bootstrap, prefix=topic)["topics"].get(topic)
     return 0 if info is None else int(info["messages"])
 
 
 def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
-    info = topic_counts(bootstrap, group)
+    info = topic_counts(bootstrap, group, prefix=topic)
     if topic not in info["topics"]:
         return None
     lag = info["lag"].get(group, {})

@@ -62,7 +62,7 @@ def test_valid_to_clickhouse_invalid_to_dlq(pipeline_env: dict[str, str], tmp_pa
     group = env["TOUCHSTREAM_APP_ID"]
     w = WorkerProc(env, tmp_path / "worker.log").start()
     workers.append(w)
-    wait_until(lambda: prefix + "touchpoints.raw" in topic_counts(bootstrap)["topics"], 60,
+    wait_until(lambda: prefix + "touchpoints.raw" in topic_counts(bootstrap, prefix=prefix)["topics"], 60,
                what="worker to create topics")
 
     n_valid = 300
