@@ -58,7 +58,8 @@ def test_leader_loss_mid_run_loses_nothing(cluster: LocalKafka, pipeline_env: di
     group = env["TOUCHSTREAM_APP_ID"]
     w = WorkerProc(env, tmp_path / "worker.log").start()
     workers.append(w)
-    wait_until(lambda: prefix + "touchpoints.raw" in topic_counts(bootstrap, prefix=prefix)["topics"], 90, what="topics")
+    wait_until(lambda: prefix + "touchpoints.raw" in topic_counts(bootstrap, prefix=prefix)["topics"], 90,
+               what="topics")
 
     n = 3000
     events = [{
