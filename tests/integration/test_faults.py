@@ -85,7 +85,8 @@ def test_kill9_restarts_keep_clickhouse_exact(pipeline_env: dict[str, str], tmp_
 
     w = WorkerProc(env, tmp_path / "worker.log").start()
     workers.append(w)
-    wait_until(lambda: prefix + "touchpoints.raw" in topic_counts(bootstrap, prefix=prefix)["topics"], 60, what="topics")
+    wait_until(lambda: prefix + "touchpoints.raw" in topic_counts(bootstrap, prefix=prefix)["topics"], 60,
+               what="topics")
     rng = random.Random(5)
     # produce in four slices with a kill -9 at a random moment while each slice is being processed
     chunk = len(events) // 4

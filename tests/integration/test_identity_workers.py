@@ -91,7 +91,8 @@ def test_two_workers_one_killed(store: str, pipeline_env: dict[str, str], tmp_pa
     group = env["TOUCHSTREAM_APP_ID"]
     p1 = WorkerProc(dict(env, TOUCHSTREAM_ROLE="process"), tmp_path / "p1.log").start()
     workers.append(p1)
-    wait_until(lambda: prefix + "touchpoints.raw" in topic_counts(bootstrap, prefix=prefix)["topics"], 60, what="topics")
+    wait_until(lambda: prefix + "touchpoints.raw" in topic_counts(bootstrap, prefix=prefix)["topics"], 60,
+               what="topics")
     p2 = WorkerProc(dict(env, TOUCHSTREAM_ROLE="process", TOUCHSTREAM_WEB_PORT=str(free_port()),
                          TOUCHSTREAM_DATA_DIR=str(tmp_path / "p2")), tmp_path / "p2.log").start()
     sink = WorkerProc(dict(env, TOUCHSTREAM_ROLE="sink", TOUCHSTREAM_WEB_PORT=str(free_port())),

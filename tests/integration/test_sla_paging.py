@@ -90,7 +90,8 @@ def test_breach_pages_on_time_and_reply_resolves(paging_env: tuple[dict[str, str
     prefix, bootstrap = env["TOUCHSTREAM_TOPIC_PREFIX"], env["KAFKA_BOOTSTRAP_SERVERS"]
     w = WorkerProc(env, tmp_path / "worker.log").start()
     workers.append(w)
-    wait_until(lambda: prefix + "touchpoints.raw" in topic_counts(bootstrap, prefix=prefix)["topics"], 60, what="topics")
+    wait_until(lambda: prefix + "touchpoints.raw" in topic_counts(bootstrap, prefix=prefix)["topics"], 60,
+               what="topics")
     time.sleep(3)  # let the group settle so the measurement is about paging, not start-up
     sent_at = time.time()
     produce(bootstrap, prefix + "touchpoints.raw", [message("m1", "message_in", "c1")])
@@ -111,7 +112,8 @@ def test_worker_killed_during_wait_still_pages_once(paging_env: tuple[dict[str, 
     prefix, bootstrap = env["TOUCHSTREAM_TOPIC_PREFIX"], env["KAFKA_BOOTSTRAP_SERVERS"]
     w = WorkerProc(env, tmp_path / "worker.log").start()
     workers.append(w)
-    wait_until(lambda: prefix + "touchpoints.raw" in topic_counts(bootstrap, prefix=prefix)["topics"], 60, what="topics")
+    wait_until(lambda: prefix + "touchpoints.raw" in topic_counts(bootstrap, prefix=prefix)["topics"], 60,
+               what="topics")
     time.sleep(3)
     produce(bootstrap, prefix + "touchpoints.raw", [message("k1", "message_in", "c9")])
     time.sleep(1.0)  # the wait is open in the worker's state
