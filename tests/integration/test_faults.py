@@ -21,7 +21,7 @@ from tests.kafka_util import group_lag, message_count, produce, topic_counts
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 # Known issue, tracked in the performance/reliability issue: after repeated kill -9 rebalances
-# a committed offset can stop advancing on one partition (seen in 3 of 5 runs here; the
+# a committed offset can stop advancing on one partition (seen in 4 of 6 runs here; the
 # exactness assertions passed every time the pipeline drained). Until that is found, a failure
 # here is reported as XFAIL instead of blocking the suite; a pass is reported as XPASS.
 KNOWN_STALL = pytest.mark.xfail(
