@@ -120,6 +120,18 @@ def workers(tmp_path: Path) -> Iterator[list[WorkerProc]]:
         w.kill9() if w.alive() else None
 
 
+def start_worker(env: dict[str, str], log: Path, workers: list[WorkerProc], timeout: float = 90.0) -> WorkerProc:
+    """Start a worker, register it for cleanup, and wait until it created the test's topics."""
+    from tests.kafka_util import topic_counts
+
+    w = WorkerProc(env, log).start()
+    workers.append(w)
+    prefix, bootstrap = env["TOUCHSTREAM_TOPIC_PREFIX"], env["KAFKA_BOOTSTRAP_SERVERS"]
+    wait_until(lambda: prefix + "touchpoints.raw" in topic_counts(bootstrap, prefix=prefix)["topics"], timeout,
+               what="worker to create topics")
+    return w
+
+
 def wait_until(pred, timeout: float, interval: float = 0.25, what: str = "condition",  # type: ignore[no-untyped-def]
                explain=None):
     deadline = time.monotonic() + timeout

@@ -20,8 +20,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.localkafka import LocalKafka
-from tests.conftest import JARS, WorkerProc, ch_query, wait_until
-from tests.kafka_util import group_lag, produce, topic_counts
+from tests.conftest import JARS, WorkerProc, ch_query, start_worker, wait_until
+from tests.kafka_util import group_lag, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -56,10 +56,7 @@ def test_leader_loss_mid_run_loses_nothing(cluster: LocalKafka, pipeline_env: di
     env = dict(pipeline_env, KAFKA_BOOTSTRAP_SERVERS=cluster.bootstrap, TOUCHSTREAM_REPLICATION="3")
     prefix, bootstrap = env["TOUCHSTREAM_TOPIC_PREFIX"], cluster.bootstrap
     group = env["TOUCHSTREAM_APP_ID"]
-    w = WorkerProc(env, tmp_path / "worker.log").start()
-    workers.append(w)
-    wait_until(lambda: prefix + "touchpoints.raw" in topic_counts(bootstrap, prefix=prefix)["topics"], 90,
-               what="topics")
+    w = start_worker(env, tmp_path / "worker.log", workers)
 
     n = 3000
     events = [{

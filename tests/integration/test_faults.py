@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from streams.offline import process_file
-from tests.conftest import WorkerProc, ch_query, wait_until
+from tests.conftest import WorkerProc, ch_query, start_worker, wait_until
 from tests.kafka_util import group_lag, message_count, produce, topic_counts
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -83,10 +83,7 @@ def test_kill9_restarts_keep_clickhouse_exact(pipeline_env: dict[str, str], tmp_
                         if f["window_start"] < min(_ms(e) for e in events if e["event_id"].startswith("flush-"))}
     assert truth.valid == len(events) and len(expected_sessions) > 100
 
-    w = WorkerProc(env, tmp_path / "worker.log").start()
-    workers.append(w)
-    wait_until(lambda: prefix + "touchpoints.raw" in topic_counts(bootstrap, prefix=prefix)["topics"], 60,
-               what="topics")
+    w = start_worker(env, tmp_path / "worker.log", workers)
     rng = random.Random(5)
     # produce in four slices with a kill -9 at a random moment while each slice is being processed
     chunk = len(events) // 4

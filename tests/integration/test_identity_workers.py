@@ -17,8 +17,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from tests.conftest import WorkerProc, ch_query, free_port, wait_until
-from tests.kafka_util import group_lag, read_all, topic_counts
+from tests.conftest import WorkerProc, ch_query, free_port, start_worker, wait_until
+from tests.kafka_util import group_lag, read_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -89,10 +89,7 @@ def test_two_workers_one_killed(store: str, pipeline_env: dict[str, str], tmp_pa
     env = dict(pipeline_env, TOUCHSTREAM_IDLE_ADVANCE_S="100000", TOUCHSTREAM_STORE=store)
     prefix, bootstrap = env["TOUCHSTREAM_TOPIC_PREFIX"], env["KAFKA_BOOTSTRAP_SERVERS"]
     group = env["TOUCHSTREAM_APP_ID"]
-    p1 = WorkerProc(dict(env, TOUCHSTREAM_ROLE="process"), tmp_path / "p1.log").start()
-    workers.append(p1)
-    wait_until(lambda: prefix + "touchpoints.raw" in topic_counts(bootstrap, prefix=prefix)["topics"], 60,
-               what="topics")
+    p1 = start_worker(dict(env, TOUCHSTREAM_ROLE="process"), tmp_path / "p1.log", workers)
     p2 = WorkerProc(dict(env, TOUCHSTREAM_ROLE="process", TOUCHSTREAM_WEB_PORT=str(free_port()),
                          TOUCHSTREAM_DATA_DIR=str(tmp_path / "p2")), tmp_path / "p2.log").start()
     sink = WorkerProc(dict(env, TOUCHSTREAM_ROLE="sink", TOUCHSTREAM_WEB_PORT=str(free_port())),

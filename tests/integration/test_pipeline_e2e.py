@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import WorkerProc, ch_query, wait_until
-from tests.kafka_util import group_lag, message_count, produce, read_all, topic_counts
+from tests.conftest import WorkerProc, ch_query, start_worker, wait_until
+from tests.kafka_util import group_lag, message_count, produce, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -60,10 +60,7 @@ def test_valid_to_clickhouse_invalid_to_dlq(pipeline_env: dict[str, str], tmp_pa
     env = pipeline_env
     prefix, bootstrap = env["TOUCHSTREAM_TOPIC_PREFIX"], env["KAFKA_BOOTSTRAP_SERVERS"]
     group = env["TOUCHSTREAM_APP_ID"]
-    w = WorkerProc(env, tmp_path / "worker.log").start()
-    workers.append(w)
-    wait_until(lambda: prefix + "touchpoints.raw" in topic_counts(bootstrap, prefix=prefix)["topics"], 60,
-               what="worker to create topics")
+    w = start_worker(env, tmp_path / "worker.log", workers)
 
     n_valid = 300
     events = valid_events(n_valid, start_ms=8 * 3_600_000)

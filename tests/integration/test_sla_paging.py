@@ -16,8 +16,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.conftest import WorkerProc, wait_until
-from tests.kafka_util import produce, topic_counts
+from tests.conftest import WorkerProc, start_worker, wait_until
+from tests.kafka_util import produce
 
 pytestmark = [pytest.mark.integration]
 
@@ -88,10 +88,7 @@ def test_breach_pages_on_time_and_reply_resolves(paging_env: tuple[dict[str, str
                                                  workers: list[WorkerProc]) -> None:
     env, receiver = paging_env
     prefix, bootstrap = env["TOUCHSTREAM_TOPIC_PREFIX"], env["KAFKA_BOOTSTRAP_SERVERS"]
-    w = WorkerProc(env, tmp_path / "worker.log").start()
-    workers.append(w)
-    wait_until(lambda: prefix + "touchpoints.raw" in topic_counts(bootstrap, prefix=prefix)["topics"], 60,
-               what="topics")
+    w = start_worker(env, tmp_path / "worker.log", workers)
     time.sleep(3)  # let the group settle so the measurement is about paging, not start-up
     sent_at = time.time()
     produce(bootstrap, prefix + "touchpoints.raw", [message("m1", "message_in", "c1")])
@@ -110,10 +107,7 @@ def test_worker_killed_during_wait_still_pages_once(paging_env: tuple[dict[str, 
                                                    workers: list[WorkerProc]) -> None:
     env, receiver = paging_env
     prefix, bootstrap = env["TOUCHSTREAM_TOPIC_PREFIX"], env["KAFKA_BOOTSTRAP_SERVERS"]
-    w = WorkerProc(env, tmp_path / "worker.log").start()
-    workers.append(w)
-    wait_until(lambda: prefix + "touchpoints.raw" in topic_counts(bootstrap, prefix=prefix)["topics"], 60,
-               what="topics")
+    w = start_worker(env, tmp_path / "worker.log", workers)
     time.sleep(3)
     produce(bootstrap, prefix + "touchpoints.raw", [message("k1", "message_in", "c9")])
     time.sleep(1.0)  # the wait is open in the worker's state
