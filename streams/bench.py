@@ -94,7 +94,7 @@ async def bare_consumer(bootstrap: str, topic: str, expected: int) -> float:
 
 
 async def _lag(bootstrap: str, group: str, topic: str) -> int | None:
-    info = await describe(bootstrap, [group])
+    info = await describe(bootstrap, [group], prefix=topic)
     lag = info["lag"].get(group, {})
     return lag.get(topic)
 
@@ -248,7 +248,7 @@ def _progress(result: dict[str, Any]) -> None:
 
 
 async def _done(bootstrap: str, app_id: str, prefix: str) -> bool:
-    info = await describe(bootstrap, [app_id])
+    info = await describe(bootstrap, [app_id], prefix=prefix)
     lag = info["lag"].get(app_id, {})
     needed = [prefix + t for t in (topics.RAW, topics.VALID, topics.ENRICHED)]
     return all(t in lag and lag[t] == 0 for t in needed)
@@ -309,14 +309,14 @@ async def _recovery(s: Settings, persons: int, partitions: int, work: Path) -> d
     probe = [(f"t{k}".encode(), orjson.dumps({
         "event_id": f"probe{k}", "tenant_id": f"t{k}", "occurred_at": base, "channel": "web", "type": "page_view",
         "identities": {"anonymous_id": "a1"}})) for k in range(8)]
-    enriched_before = (await describe(s.bootstrap, []))["topics"].get(prefix + topics.ENRICHED, {}).get("messages", 0)
+    enriched_before = (await describe(s.bootstrap, [], prefix=prefix))["topics"].get(prefix + topics.ENRICHED, {}).get("messages", 0)
     t0 = time.perf_counter()
     w2 = Worker(env, work / "recovery2.log")
     w2.start()
     await _produce(s.bootstrap, raw, probe)
 
     async def probes_out() -> bool:
-        info = await describe(s.bootstrap, [])
+        info = await describe(s.bootstrap, [], prefix=prefix)
         return info["topics"].get(prefix + topics.ENRICHED, {}).get("messages", 0) >= enriched_before + 8
 
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -96,15 +95,18 @@ def _prepare(s: Settings) -> None:
         ch.close()
 
 
-def _start_worker(s: Settings, extra_tasks: list[Any] | None = None, loglevel: str = "warn") -> int:
+def _start_worker(s: Settings, extra_tasks: list[Any] | None = None, log_format: str | None = None) -> int:
     from faust.worker import Worker
 
     from streams.app.runtime import build
+    from streams.logs import logging_config
 
     rt = build(s)
     for make_task in extra_tasks or []:
         rt.app.task(make_task(rt))
-    worker = Worker(rt.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker = Worker(rt.app, loglevel=s.log_level, quiet=True, redirect_stdouts=False,
+                    logging_config=logging_config(log_format or s.log_format, s.log_level, _secrets(s)))
+    worker.spinner = None  # its handler would force the root logger to DEBUG (see streams.logs)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
@@ -117,7 +119,17 @@ def _start_worker(s: Settings, extra_tasks: list[Any] | None = None, loglevel: s
 def cmd_worker(args: argparse.Namespace) -> int:
     s = _settings(args)
     _prepare(s)
-    return _start_worker(s, loglevel=s.log_level if s.log_level != "warning" else "warn")
+    return _start_worker(s)
+
+
+def _secrets(s: Settings) -> list[str]:
+    """Values that must never reach a log line (see streams.logs.Redact)."""
+    from streams.notify import NotifierError, notifier_urls
+
+    found = [x for x in (s.kafka_sasl_password, s.web_token) if x]
+    with contextlib.suppress(NotifierError):
+        found += list(notifier_urls(os.environ).values())
+    return found
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -137,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _prepare(s)
         print(f"[run] Kafka {s.bootstrap}, ClickHouse {s.clickhouse_url}, feed {args.rate}/s; Ctrl-C stops", flush=True)
         tasks = [lambda rt: _feed(rt, args), lambda rt: _summary(rt, args.duration)]
-        return _start_worker(s, tasks)
+        return _start_worker(s, tasks, log_format="human")
     finally:
         if started is not None:
             print("[run] stopping local Kafka", flush=True)
@@ -485,21 +497,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _QuietStartup(logging.Filter):
-    """Drop log lines that are expected while a broker or group is still coming up."""
-
-    NOISE = ("GroupCoordinatorNotAvailableError", "Unable connect to", "Unable to bootstrap")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        return not any(n in msg for n in self.NOISE)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("aiokafka", "aiokafka.consumer.group_coordinator", "aiokafka.conn", "faust"):
-        logging.getLogger(name).addFilter(_QuietStartup())
+    from streams.logs import setup
+
+    setup("human", os.environ.get("TOUCHSTREAM_LOG_LEVEL") or "warning")
     with contextlib.suppress(KeyboardInterrupt):
         return int(args.fn(args) or 0)
     return 130

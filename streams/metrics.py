@@ -41,3 +41,4 @@ SINK_BATCH = Histogram(
 SINK_ERRORS = Counter("touchstream_sink_errors_total", "Failed ClickHouse inserts (retried), by table", ["table"])
 SINK_RETRIES = Counter("touchstream_sink_retries_total", "ClickHouse insert retries, by table", ["table"])
 PAGES = Counter("touchstream_pages_total", "SLA pages delivered to notifiers, by outcome", ["outcome"])
+PRODUCE_RETRIES = Counter("touchstream_produce_retries_total", "Output batches re-sent after a Kafka produce error")

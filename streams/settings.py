@@ -34,12 +34,15 @@ The embedded ClickHouse engine is single-process: several workers on it run
 | TOUCHSTREAM_NOTIFIERS_FILE | – | notifiers + paging routes/grouping/stall config (deploy/notifiers.example.json) |
 | TOUCHSTREAM_NOTIFIERS | – | JSON ``{"name": "pagerduty+https://...?routing_key=..."}``; adds to / overrides the file |
 | TOUCHSTREAM_SLA_POLICIES | – | path to an SLA policy JSON file (built-in defaults when unset) |
+| TOUCHSTREAM_PROCESS_BATCH | 2000 | process stage: events per batch (one state flush, two produce round trips) |
+| TOUCHSTREAM_PRODUCE_BATCH_BYTES | 524288 | output producer: bytes per record batch (under the broker's 1 MB cap) |
 | TOUCHSTREAM_SINK_BATCH_ROWS | 20000 | ClickHouse sink: flush a table's batch at this many rows |
 | TOUCHSTREAM_SINK_FLUSH_S | 1.0 | ... or when its oldest row is this old |
 | TOUCHSTREAM_SINK_MAX_PENDING_ROWS | 200000 | backpressure: pause consumption above this many unflushed rows |
 | TOUCHSTREAM_WEB_HOST / TOUCHSTREAM_WEB_PORT | 127.0.0.1 / 6066 | worker web server (metrics, health, board) |
-| TOUCHSTREAM_LOG_FORMAT | json | ``json`` lines (worker) or ``human`` |
-| TOUCHSTREAM_LOG_LEVEL | info | |
+| TOUCHSTREAM_WEB_TOKEN | – | if set: endpoints other than /health, /metrics need ``Authorization: Bearer <it>`` |
+| TOUCHSTREAM_LOG_FORMAT | json | worker logs: ``json`` lines or ``human`` (``touchstream run``: always human) |
+| TOUCHSTREAM_LOG_LEVEL | info | worker log level (the CLI's own commands: warning unless set) |
 """
 
 from __future__ import annotations
@@ -98,11 +101,14 @@ class Settings:
     idle_advance_ms: int
     funnel_window_ms: int
     sla_policies_path: str | None
+    process_batch: int
+    produce_batch_bytes: int
     sink_batch_rows: int
     sink_flush_s: float
     sink_max_pending_rows: int
     web_host: str
     web_port: int
+    web_token: str | None
     log_format: str
     log_level: str
 
@@ -136,11 +142,14 @@ class Settings:
             idle_advance_ms=_int(env, "TOUCHSTREAM_IDLE_ADVANCE_S", 60) * 1000,
             funnel_window_ms=_int(env, "TOUCHSTREAM_FUNNEL_WINDOW_S", 60) * 1000,
             sla_policies_path=env.get("TOUCHSTREAM_SLA_POLICIES") or None,
+            process_batch=_int(env, "TOUCHSTREAM_PROCESS_BATCH", 2000),
+            produce_batch_bytes=_int(env, "TOUCHSTREAM_PRODUCE_BATCH_BYTES", 524_288),
             sink_batch_rows=_int(env, "TOUCHSTREAM_SINK_BATCH_ROWS", 20_000),
             sink_flush_s=_float(env, "TOUCHSTREAM_SINK_FLUSH_S", 1.0),
             sink_max_pending_rows=_int(env, "TOUCHSTREAM_SINK_MAX_PENDING_ROWS", 200_000),
             web_host=env.get("TOUCHSTREAM_WEB_HOST") or "127.0.0.1",
             web_port=_int(env, "TOUCHSTREAM_WEB_PORT", 6066),
+            web_token=env.get("TOUCHSTREAM_WEB_TOKEN") or None,
             log_format=env.get("TOUCHSTREAM_LOG_FORMAT") or "json",
             log_level=env.get("TOUCHSTREAM_LOG_LEVEL") or "info",
         )

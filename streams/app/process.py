@@ -2,9 +2,9 @@
 
 Order per batch (this order is the delivery guarantee):
 1. feed events to the pipeline (pure, synchronous);
-2. queue its outputs on their topics and **flush** the producer;
-3. write the changed state keys to the changelog (once per key per batch);
-4. ack the batch (Faust flushes again before committing offsets).
+2. send its outputs, one record batch per partition, and **wait for the acks** (acks=all);
+3. send the changed state keys to the changelog (once per key per batch) and wait again;
+4. ack the batch, so Faust may commit its offsets.
 A crash after 2 re-delivers the batch, and the replay re-emits the same records (at-least-once
 on outputs; ClickHouse collapses them). A crash after 3 finds the events in the dedup state,
 so the replay emits nothing twice and state is never applied twice.
@@ -21,14 +21,13 @@ import orjson
 
 from streams import metrics
 from streams.app import topics
+from streams.app.produce import BatchSender
 from streams.core.contract import from_valid_dict
 
 if TYPE_CHECKING:
     from streams.app.runtime import Runtime
 
 TICK_S = 0.25
-#: Events per batch: bounds the per-partition state delta record (one Kafka message) to well under 1 MB.
-BATCH = 500
 
 
 def register(rt: Runtime, table: Any) -> None:
@@ -36,10 +35,11 @@ def register(rt: Runtime, table: Any) -> None:
 
     app = rt.app
     pipeline = rt.pipeline
+    sender = BatchSender(rt.out)
 
     async def commit_outputs() -> None:
         out = pipeline.drain()
-        rt.emit(out)
+        rt.emit(out, sender)
         if out.duplicates:
             metrics.DUPLICATES.inc(out.duplicates)
         if out.late_sessions:
@@ -54,8 +54,9 @@ def register(rt: Runtime, table: Any) -> None:
             now = now_ms()
             for rec in out.enriched[:: max(1, len(out.enriched) // 50)]:  # sampled: cheap and representative
                 metrics.PROCESS_LATENCY.observe(max(0.0, (now - _occurred_ms(rec)) / 1000))
-        await app.producer.flush()
-        metrics.STATE_WRITES.inc(rt.bridge.flush())
+        await sender.send()
+        metrics.STATE_WRITES.inc(rt.bridge.flush(sender))
+        rt.bridge.persisted(await sender.send())
         pipeline.end_batch()
 
     def reload() -> None:
@@ -75,13 +76,14 @@ def register(rt: Runtime, table: Any) -> None:
 
     @app.agent(rt.topics[topics.VALID], name="process")
     async def process_agent(stream):  # type: ignore[no-untyped-def]
-        async for events in stream.take_events(BATCH, within=0.02):
+        async for events in stream.take_events(rt.settings.process_batch, within=0.02):
             async with rt.lock:
                 if not rt.ready:
                     reload()
                 wall = now_ms()
+                loads, process = orjson.loads, pipeline.process
                 for ev in events:
-                    pipeline.process(from_valid_dict(orjson.loads(ev.value)), wall)
+                    process(from_valid_dict(loads(ev.value)), wall)
                 metrics.EVENTS_IN.labels(topics.VALID).inc(len(events))
                 await commit_outputs()
 

@@ -17,6 +17,7 @@ import faust
 import orjson
 
 from streams.app import topics
+from streams.app.produce import BatchSender, KafkaOut
 from streams.app.statestore import StateBridge
 from streams.clickhouse.client import ClickHouse
 from streams.core.pipeline import Outputs, Pipeline, PipelineConfig
@@ -53,27 +54,24 @@ class Runtime:
     bridge: StateBridge
     clickhouse: ClickHouse
     topics: dict[str, Any]
+    out: KafkaOut
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     ready: bool = False
     stats: dict[str, int] = field(default_factory=dict)
 
-    def emit(self, out: Outputs) -> None:
-        """Queue a pipeline's outputs on their topics (flushed by the caller before state)."""
+    def emit(self, out: Outputs, sender: BatchSender) -> None:
+        """Queue a pipeline's outputs on their topics (sent and awaited by the caller before state)."""
         from streams import metrics
 
         for topic_name, attr, key_field in topics.PROCESS_OUTPUTS:
             records = getattr(out, attr)
             if not records:
                 continue
-            topic = self.topics[topic_name]
+            topic = self.settings.topic(topic_name)
+            dumps = orjson.dumps
             for rec in records:
                 key = rec.get(key_field)
-                topic.send_soon(
-                    key=None if key is None else str(key).encode(),
-                    value=orjson.dumps(rec),
-                    key_serializer="raw",
-                    value_serializer="raw",
-                )
+                sender.add(topic, None if key is None else str(key).encode(), dumps(rec))
             metrics.EVENTS_OUT.labels(topic_name).inc(len(records))
             self.stats[topic_name] = self.stats.get(topic_name, 0) + len(records)
 
@@ -123,9 +121,6 @@ def build(settings: Settings, *, web: bool = True) -> Runtime:
         table_cleanup_interval=3600.0,
         **faust_broker_kwargs(settings),
     )
-    # send_soon buffers up to this many messages before flushing inline; Faust's default (100)
-    # is far below one batch of outputs and only produces "buffer full" warnings.
-    app.producer.buffer.max_messages = 20_000
     faust_topics = {
         name: app.topic(
             settings.topic(name), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
@@ -146,7 +141,12 @@ def build(settings: Settings, *, web: bool = True) -> Runtime:
     pipeline = Pipeline(pipeline_config(settings))
     bridge = StateBridge(table, pipeline.stores, settings.partitions)
     ch = ClickHouse(settings.clickhouse_url, settings.clickhouse_database)
-    rt = Runtime(settings, app, pipeline, bridge, ch, faust_topics)
+    rt = Runtime(settings, app, pipeline, bridge, ch, faust_topics, KafkaOut(settings))
+
+    @app.on_before_shutdown.connect
+    async def _stop_out(app_: Any, **kwargs: Any) -> None:
+        await rt.out.stop()
+
 
     from streams.app import pages, process, validate
     from streams.app import sink as sink_mod

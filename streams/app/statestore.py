@@ -2,7 +2,8 @@
 
 Why not ``table[key] = value``: Faust only allows that inside per-event stream iteration
 (it reads the partition from the current event), which rules out batched ``take`` loops and
-timers. We write ``table.data`` and send the changelog message ourselves, naming the partition
+timers, and it costs a produce future per key. We write ``table.data`` and queue the changelog
+records on the worker's :class:`~streams.app.produce.BatchSender`, naming the partition
 explicitly: the partition of the key's tenant in ``touchpoints.valid``, computed with the same
 murmur2 partitioner the producer used. Faust's own recovery then restores the table on
 assignment, and :meth:`StateBridge.reload` copies it back into the core's stores.
@@ -24,8 +25,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from aiokafka.partitioner import murmur2
+from faust.types import TP
 
+from streams.app.produce import BatchSender, key_partition
 from streams.core.state import MemoryStore
 
 SEP = "\x1f"
@@ -34,8 +36,8 @@ WAL_PART_BYTES = 512 * 1024
 
 
 def partition_for(key: str, partitions: int) -> int:
-    """Same choice as the default Kafka partitioner for a bytes key (murmur2, positive)."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    """Same choice as the default Kafka partitioner for the tenant key of ``touchpoints.valid``."""
+    return key_partition(key.encode(), partitions)
 
 
 def tenant_of(store_key: str) -> str:
@@ -51,7 +53,7 @@ class StateBridge:
         self.writes = 0
         self.seq = 0
 
-    def _put_raw(self, partition: int, key: bytes, value: bytes | None) -> None:
+    def _put_local(self, partition: int, key: bytes, value: bytes | None) -> None:
         data = self.table.data
         if hasattr(data, "_db_for_partition"):  # RocksDB store: one db per partition
             db = data._db_for_partition(partition)
@@ -65,27 +67,48 @@ class StateBridge:
             data.pop(key, None)
         else:
             data[key] = value
-        self.table.send_changelog(partition, key, value, key_serializer="raw", value_serializer="raw")
 
-    def flush(self) -> int:
-        """Write every key changed since the last flush (delta record first); returns how many."""
+    @property
+    def changelog(self) -> str:
+        return str(self.table.changelog_topic.get_topic_name())
+
+    def flush(self, sender: BatchSender) -> int:
+        """Queue every key changed since the last flush on ``sender`` (delta record first); returns how many.
+
+        The caller awaits ``sender.send()`` and then :meth:`persisted` with its result.
+        """
         by_partition: dict[int, list[tuple[str, str, Any]]] = {}
         for ns, store in self.stores.items():
             for key, value in store.drain_dirty():
                 by_partition.setdefault(partition_for(tenant_of(key), self.partitions), []).append((ns, key, value))
         n = 0
         self.seq += 1
+        topic = self.changelog
         for partition, changes in by_partition.items():
             parts = _split(changes)
             for i, part in enumerate(parts):
                 record = b'{"seq":%d,"part":%d,"parts":%d,"changes":[%s]}' % (self.seq, i, len(parts), b",".join(part))
-                self._put_raw(partition, f"{WAL}{SEP}{partition}{SEP}{i}".encode(), record)
+                key = f"{WAL}{SEP}{partition}{SEP}{i}".encode()
+                self._put_local(partition, key, record)
+                sender.add(topic, key, record, partition)
             for ns, key, value in changes:
                 raw = None if value is None else orjson.dumps(value)
-                self._put_raw(partition, f"{ns}{SEP}{key}".encode(), raw)
+                raw_key = f"{ns}{SEP}{key}".encode()
+                self._put_local(partition, raw_key, raw)
+                sender.add(topic, raw_key, raw, partition)
                 n += 1
         self.writes += n
         return n
+
+    def persisted(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Tell a RocksDB store how far the changelog is in it, so a restart reads only the rest."""
+        data = self.table.data
+        if not hasattr(data, "set_persisted_offset"):
+            return
+        topic = self.changelog
+        for (t, partition), offset in offsets.items():
+            if t == topic:
+                data.set_persisted_offset(TP(topic, partition), offset)
 
     def reload(self, active_partitions: Iterable[int]) -> int:
         """Replace the core's stores with what the table holds for the partitions we own now."""

@@ -1,7 +1,7 @@
 """Agent: ``touchpoints.raw`` → ``touchpoints.valid`` (keyed by tenant) or ``touchpoints.dlq``.
 
-Stateless, so it scales with the raw topic's partitions. Offsets are acked after the batch is
-queued; Faust flushes the producer before it commits them, so nothing acked is unsent.
+Stateless, so it scales with the raw topic's partitions. Offsets are acked only after the
+batch's valid and dead-lettered records are acknowledged by the brokers, so nothing acked is unsent.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import orjson
 
 from streams import metrics
 from streams.app import topics
+from streams.app.produce import BatchSender
 from streams.core.contract import Rejection, to_valid_dict, validate
 from streams.core.deadletter import dlq_record
 
@@ -23,8 +24,9 @@ def register(rt: Runtime) -> None:
     from streams.app.runtime import now_ms
 
     s = rt.settings
-    valid_topic = rt.topics[topics.VALID]
-    dlq_topic = rt.topics[topics.DLQ]
+    valid_topic = s.topic(topics.VALID)
+    dlq_topic = s.topic(topics.DLQ)
+    sender = BatchSender(rt.out)
 
     @rt.app.agent(rt.topics[topics.RAW], name="validate")
     async def validate_agent(stream):  # type: ignore[no-untyped-def]
@@ -40,24 +42,16 @@ def register(rt: Runtime) -> None:
                 )
                 if isinstance(res, Rejection):
                     key = msg.key if isinstance(msg.key, bytes) else None
-                    dlq_topic.send_soon(
-                        key=key,
-                        value=orjson.dumps(dlq_record(res.reason, res.detail, value, source, now, key)),
-                        key_serializer="raw",
-                        value_serializer="raw",
-                    )
+                    record = dlq_record(res.reason, res.detail, value, source, now, key)
+                    sender.add(dlq_topic, key, orjson.dumps(record))
                     metrics.DLQ.labels(res.reason).inc()
                     rt.stats["dlq"] = rt.stats.get("dlq", 0) + 1
                     continue
-                valid_topic.send_soon(
-                    key=res.tenant_id.encode(),
-                    value=orjson.dumps(to_valid_dict(res)),
-                    key_serializer="raw",
-                    value_serializer="raw",
-                )
+                sender.add(valid_topic, res.tenant_id.encode(), orjson.dumps(to_valid_dict(res)))
                 n_valid += 1
                 if msg.timestamp:
                     metrics.APPEND_LATENCY.observe(max(0.0, now / 1000 - msg.timestamp))
+            await sender.send()
             metrics.EVENTS_IN.labels(topics.RAW).inc(len(events))
             metrics.EVENTS_OUT.labels(topics.VALID).inc(n_valid)
             rt.stats["raw_in"] = rt.stats.get("raw_in", 0) + len(events)

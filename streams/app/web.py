@@ -6,7 +6,6 @@ require ``Authorization: Bearer $TOUCHSTREAM_WEB_TOKEN`` when that variable is s
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -28,7 +27,7 @@ def register(rt: Runtime) -> None:
 
     @app.page("/ready")
     async def ready(web: Any, request: Any) -> Any:
-        token = os.environ.get("TOUCHSTREAM_WEB_TOKEN")
+        token = rt.settings.web_token
         if token and request.headers.get("Authorization") != f"Bearer {token}":
             return web.json({"error": "unauthorized"}, status=401)
         assigned = sorted(tp.partition for tp in app.assignor.assigned_actives()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -12,13 +13,15 @@ from streams.core.state import MemoryStore
 
 
 class ChangelogTable:
-    """Stands in for a Faust table: a data dict plus the changelog messages, in send order."""
+    """Stands in for a Faust table (a data dict) and for the sender that records its changelog, in send order."""
 
     def __init__(self) -> None:
         self.data: dict[bytes, Any] = {}
         self.log: list[tuple[int, bytes, bytes | None]] = []
+        self.changelog_topic = SimpleNamespace(get_topic_name=lambda: "app-state-changelog")
 
-    def send_changelog(self, partition: int, key: bytes, value: bytes | None, **_: Any) -> None:
+    def add(self, topic: str, key: bytes, value: bytes | None, partition: int | None = None) -> None:
+        assert topic == "app-state-changelog" and partition is not None
         self.log.append((partition, key, value))
 
     def replay(self, upto: int) -> dict[bytes, Any]:
@@ -48,12 +51,12 @@ def test_each_changed_key_written_once_per_flush_after_one_delta_record() -> Non
     for i in range(3):
         st["a"].put("acme|x", i)  # three changes, one key
     st["b"].put("acme|y", {"v": 1})
-    assert bridge.flush() == 2
+    assert bridge.flush(table) == 2
     p = partition_for("acme", 4)
     assert [k for _, k, _ in table.log] == [f"{WAL}{SEP}{p}{SEP}0".encode(), f"a{SEP}acme|x".encode(),
                                              f"b{SEP}acme|y".encode()]
     assert {part for part, _, _ in table.log} == {p}
-    assert bridge.flush() == 0  # nothing dirty, nothing written
+    assert bridge.flush(table) == 0  # nothing dirty, nothing written
 
 
 def test_reload_completes_a_batch_cut_in_half_by_a_crash() -> None:
@@ -61,10 +64,10 @@ def test_reload_completes_a_batch_cut_in_half_by_a_crash() -> None:
     bridge = StateBridge(table, st, partitions=1)
     st["a"].put("acme|x", 1)
     st["b"].put("acme|y", 1)
-    bridge.flush()
+    bridge.flush(table)
     st["a"].put("acme|x", 2)
     st["b"].put("acme|y", 2)
-    bridge.flush()
+    bridge.flush(table)
     # crash after the second delta record and its first key: the last key never reached Kafka
     recovered = ChangelogTable()
     recovered.data = table.replay(len(table.log) - 1)
@@ -81,7 +84,7 @@ def test_reload_keeps_only_owned_partitions() -> None:
     tenants = [f"t{i}" for i in range(20)]
     for t in tenants:
         st["a"].put(f"{t}|k", t)
-    bridge.flush()
+    bridge.flush(table)
     table.data = table.replay(len(table.log))
     owned = {partition_for("t3", 8)}
     fresh = stores()
@@ -97,10 +100,10 @@ def test_large_batches_split_the_delta_and_an_incomplete_delta_is_ignored(monkey
     bridge = StateBridge(table, st, partitions=1)
     for i in range(20):
         st["a"].put(f"acme|k{i}", "v1")
-    bridge.flush()
+    bridge.flush(table)
     for i in range(20):
         st["a"].put(f"acme|k{i}", "v2")
-    bridge.flush()
+    bridge.flush(table)
     second = [i for i, (_, k, _) in enumerate(table.log) if k.startswith(WAL.encode())][-1]  # last part of batch 2
     parts = [k for _, k, _ in table.log if k.startswith(WAL.encode())]
     assert len(parts) > 2  # both batches needed several parts
