@@ -24,6 +24,7 @@ import time
 import tracemalloc
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -181,8 +182,49 @@ def core_memory(persons: int, conversations: int) -> tuple[float, float]:
     return measure(person_event, persons), measure(conv_event, conversations)
 
 
-async def run_bench(s: Settings, events: int, partitions: int, rate: float, persons_mem: int,
-                    recovery_persons: int, work: Path) -> dict[str, Any]:
+PHASES = ("pipeline", "memory", "recovery", "sla", "sink")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    events: int = 200_000
+    partitions: int = 4
+    rate: float = 5000.0  # offered load of the latency run
+    persons: int = 100_000  # active persons / open conversations for the memory figures
+    recovery_persons: int = 1_000_000
+    sla_conversations: int = 100_000
+    sink_rows: int = 200_000
+    phases: tuple[str, ...] = PHASES
+
+
+async def run_bench(s: Settings, cfg: BenchConfig, work: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {"partitions": cfg.partitions, "phases": list(cfg.phases)}
+    if "pipeline" in cfg.phases:
+        result.update(await pipeline_phase(s, cfg.events, cfg.partitions, cfg.rate, work))
+    if "memory" in cfg.phases:
+        per_person, per_conv = core_memory(cfg.persons, cfg.persons)
+        result["bytes_per_active_person"] = round(per_person)
+        result["bytes_per_open_conversation"] = round(per_conv)
+        result["mb_per_100k_persons"] = round(per_person * 100_000 / 1e6, 1)
+        result["mb_per_100k_conversations"] = round(per_conv * 100_000 / 1e6, 1)
+        _progress(result)
+    if "recovery" in cfg.phases:
+        result.update(await _recovery(s, cfg.recovery_persons, cfg.partitions, work))
+        _progress(result)
+    if "sla" in cfg.phases:
+        result.update(await sla_timers(s, cfg.sla_conversations, cfg.partitions, work))
+        _progress(result)
+    if "sink" in cfg.phases:
+        from streams.bench_sink import sink_rows_per_s
+
+        url = f"chdb://{work / 'sink-bench'}"
+        for table, rate in sink_rows_per_s(url, "bench", cfg.sink_rows, s.sink_batch_rows).items():
+            result[f"sink_rows_per_s_{table}"] = round(rate)
+        _progress(result)
+    return result
+
+
+async def pipeline_phase(s: Settings, events: int, partitions: int, rate: float, work: Path) -> dict[str, Any]:
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     app_id = f"bench-{uuid.uuid4().hex[:6]}"
     raw = prefix + topics.RAW
@@ -198,11 +240,7 @@ async def run_bench(s: Settings, events: int, partitions: int, rate: float, pers
     _progress(result)
 
     # 2. full pipeline on the same topic
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOUCHSTREAM_", "CLICKHOUSE_"))}
-    env.update(KAFKA_BOOTSTRAP_SERVERS=s.bootstrap, TOUCHSTREAM_TOPIC_PREFIX=prefix, TOUCHSTREAM_APP_ID=app_id,
-               TOUCHSTREAM_DATA_DIR=str(work / "worker"), TOUCHSTREAM_PARTITIONS=str(partitions),
-               TOUCHSTREAM_WEB_PORT=str(_free_port()), TOUCHSTREAM_LOG_LEVEL="warn",
-               TOUCHSTREAM_MAX_FUTURE_S="100000000")
+    env = _worker_env(s, prefix, app_id, work / "worker", partitions)
     w = Worker(env, work / "worker.log")
     t0 = time.perf_counter()
     w.start()
@@ -229,16 +267,6 @@ async def run_bench(s: Settings, events: int, partitions: int, rate: float, pers
         _progress(result)
     finally:
         w.stop()
-
-    # 4. memory per active person / open conversation (core, in-process)
-    per_person, per_conv = core_memory(persons_mem, persons_mem)
-    result["bytes_per_active_person"] = round(per_person)
-    result["bytes_per_open_conversation"] = round(per_conv)
-    result["mb_per_100k_persons"] = round(per_person * 100_000 / 1e6, 1)
-    _progress(result)
-
-    # 5. recovery: a worker holding recovery_persons of state, killed and restarted
-    result.update(await _recovery(s, recovery_persons, partitions, work))
     return result
 
 
@@ -296,11 +324,7 @@ async def _recovery(s: Settings, persons: int, partitions: int, work: Path) -> d
         "event_id": f"r{i}", "tenant_id": f"t{i % 8}", "occurred_at": base, "channel": "web", "type": "page_view",
         "identities": {"anonymous_id": f"a{i}"}})) for i in range(persons)]
     await _produce(s.bootstrap, raw, payloads)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOUCHSTREAM_", "CLICKHOUSE_"))}
-    env.update(KAFKA_BOOTSTRAP_SERVERS=s.bootstrap, TOUCHSTREAM_TOPIC_PREFIX=prefix, TOUCHSTREAM_APP_ID=app_id,
-               TOUCHSTREAM_DATA_DIR=str(work / "recovery"), TOUCHSTREAM_PARTITIONS=str(partitions),
-               TOUCHSTREAM_WEB_PORT=str(_free_port()), TOUCHSTREAM_ROLE="process", TOUCHSTREAM_LOG_LEVEL="warn",
-               TOUCHSTREAM_MAX_FUTURE_S="100000000")
+    env = _worker_env(s, prefix, app_id, work / "recovery", partitions, TOUCHSTREAM_ROLE="process")
     w = Worker(env, work / "recovery.log")
     w.start()
     await _wait(lambda: _lag_zero(s.bootstrap, app_id, prefix + topics.VALID), 1800, "state build-up", w)
@@ -309,7 +333,8 @@ async def _recovery(s: Settings, persons: int, partitions: int, work: Path) -> d
     probe = [(f"t{k}".encode(), orjson.dumps({
         "event_id": f"probe{k}", "tenant_id": f"t{k}", "occurred_at": base, "channel": "web", "type": "page_view",
         "identities": {"anonymous_id": "a1"}})) for k in range(8)]
-    enriched_before = (await describe(s.bootstrap, [], prefix=prefix))["topics"].get(prefix + topics.ENRICHED, {}).get("messages", 0)
+    before = await describe(s.bootstrap, [], prefix=prefix)
+    enriched_before = before["topics"].get(prefix + topics.ENRICHED, {}).get("messages", 0)
     t0 = time.perf_counter()
     w2 = Worker(env, work / "recovery2.log")
     w2.start()
@@ -325,6 +350,105 @@ async def _recovery(s: Settings, persons: int, partitions: int, work: Path) -> d
     finally:
         w2.stop()
     return {"recovery_persons": persons, "recovery_s": round(recovery_s, 2)}
+
+
+async def sla_timers(s: Settings, conversations: int, partitions: int, work: Path,
+                     target_s: int = 60, spread_s: float = 40.0) -> dict[str, Any]:
+    """Breach timers under load: ``conversations`` live-chat waits opened within ``spread_s``,
+    all still open when the first deadline comes (first-reply target ``target_s``). Lateness of a
+    breach = Kafka append time of its ``sla.events`` record − its due time (what a pager sees,
+    before notifier delivery)."""
+    prefix = f"sla{uuid.uuid4().hex[:6]}."
+    app_id = f"sla-{uuid.uuid4().hex[:6]}"
+    await ensure_topics(s.bootstrap, [prefix + t for t in topics.ALL], partitions, s.replication, s)
+    env = _worker_env(s, prefix, app_id, work / "sla", partitions)
+    w = Worker(env, work / "sla.log")
+    w.start()
+    try:
+        await _wait(lambda: _lag_known(s.bootstrap, app_id, prefix + topics.VALID), 120, "SLA worker to join", w)
+        rate = conversations / spread_s
+        t0 = time.time()
+
+        p = AIOKafkaProducer(bootstrap_servers=s.bootstrap, linger_ms=5, acks="all", enable_idempotence=True,
+                             max_batch_size=262_144)
+        await p.start()
+        try:
+            pending = []
+            for i in range(conversations):
+                due = t0 + i / rate
+                if due - time.time() > 0.005:
+                    await asyncio.sleep(due - time.time())
+                now = int(time.time() * 1000)
+                ev = {"event_id": f"s{i}", "tenant_id": f"t{i % 8}", "channel": "live_chat", "type": "message_in",
+                      "occurred_at": _iso(now), "identities": {"anonymous_id": f"visitor{i}"},
+                      "conversation": {"id": f"conv{i}", "team": f"team{i % 5}"}}
+                pending.append(await p.send(prefix + topics.RAW, value=orjson.dumps(ev), key=f"t{i % 8}".encode()))
+                if len(pending) >= 2000:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+            await asyncio.gather(*pending)
+        finally:
+            await p.stop()
+        produced_s = time.time() - t0
+
+        async def breaches_out() -> bool:
+            info = await describe(s.bootstrap, [], prefix=prefix)
+            return info["topics"].get(prefix + topics.SLA_EVENTS, {}).get("messages", 0) >= 2 * conversations
+
+        await _wait(breaches_out, target_s + spread_s + 600, "every warning and breach", w)
+        peak_rss = _rss_peak_mb(w.proc.pid) if w.proc else None
+    finally:
+        w.stop()
+    late = await _breach_lateness(s.bootstrap, prefix + topics.SLA_EVENTS)
+    late.sort()
+    return {
+        "sla_open_conversations": conversations,
+        "sla_feed_seconds": round(produced_s, 1),
+        "sla_breaches": len(late),
+        "sla_fire_late_p50_ms": round(late[len(late) // 2]) if late else None,
+        "sla_fire_late_p99_ms": round(late[int(len(late) * 0.99)]) if late else None,
+        "sla_fire_late_max_ms": round(late[-1]) if late else None,
+        "sla_worker_peak_rss_mb": round(peak_rss, 1) if peak_rss else None,
+    }
+
+
+def _iso(ms: int) -> str:
+    from streams.core.contract import format_timestamp
+
+    return format_timestamp(ms)
+
+
+async def _breach_lateness(bootstrap: str, topic: str) -> list[float]:
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-sla-{uuid.uuid4().hex[:6]}",
+                         auto_offset_reset="earliest", enable_auto_commit=False)
+    await c.start()
+    try:
+        out: list[float] = []
+        idle = 0
+        while idle < 3:
+            batch = await c.getmany(timeout_ms=1000, max_records=20_000)
+            idle = 0 if batch else idle + 1
+            for msgs in batch.values():
+                for m in msgs:
+                    rec = orjson.loads(m.value)
+                    if rec["event"] == "breach":
+                        out.append(float(m.timestamp - rec["due_at"]))
+        return out
+    finally:
+        await c.stop()
+
+
+async def _lag_known(bootstrap: str, group: str, topic: str) -> bool:
+    return (await _lag(bootstrap, group, topic)) is not None
+
+
+def _worker_env(s: Settings, prefix: str, app_id: str, data: Path, partitions: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOUCHSTREAM_", "CLICKHOUSE_"))}
+    env.update(KAFKA_BOOTSTRAP_SERVERS=s.bootstrap, TOUCHSTREAM_TOPIC_PREFIX=prefix, TOUCHSTREAM_APP_ID=app_id,
+               TOUCHSTREAM_DATA_DIR=str(data), TOUCHSTREAM_PARTITIONS=str(partitions),
+               TOUCHSTREAM_WEB_PORT=str(_free_port()), TOUCHSTREAM_LOG_LEVEL="warning",
+               TOUCHSTREAM_MAX_FUTURE_S="100000000", **extra)
+    return env
 
 
 async def _lag_zero(bootstrap: str, group: str, topic: str) -> bool:
@@ -343,15 +467,22 @@ def print_table(res: dict[str, Any]) -> None:
         ("   bytes per active person", res.get("bytes_per_active_person")),
         ("   MB per 100k active persons", res.get("mb_per_100k_persons")),
         ("   bytes per open conversation", res.get("bytes_per_open_conversation")),
+        ("   MB per 100k open conversations", res.get("mb_per_100k_conversations")),
         (f"5. recovery with {res.get('recovery_persons')} persons (s)", res.get("recovery_s")),
+        (f"6. SLA breach lateness p50, {res.get('sla_open_conversations')} open conversations (ms)",
+         res.get("sla_fire_late_p50_ms")),
+        ("   SLA breach lateness p99 (ms)", res.get("sla_fire_late_p99_ms")),
+        ("   SLA breach lateness max (ms)", res.get("sla_fire_late_max_ms")),
+        *[(f"7. ClickHouse insert rows/s: {k.removeprefix('sink_rows_per_s_')}", v)
+          for k, v in res.items() if k.startswith("sink_rows_per_s_")],
     ]
+    rows = [r for r in rows if r[1] is not None]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name.ljust(width)}  {value}")
 
 
-def main(s: Settings, events: int, partitions: int, rate: float, persons_mem: int, recovery_persons: int,
-         json_out: str | None) -> int:
+def main(s: Settings, cfg: BenchConfig, json_out: str | None) -> int:
     from streams.localkafka import LocalKafka
 
     started = None
@@ -360,7 +491,7 @@ def main(s: Settings, events: int, partitions: int, rate: float, persons_mem: in
         started.start()
     try:
         with tempfile.TemporaryDirectory(prefix="ts-bench-") as work:
-            res = asyncio.run(run_bench(s, events, partitions, rate, persons_mem, recovery_persons, Path(work)))
+            res = asyncio.run(run_bench(s, cfg, Path(work)))
     finally:
         if started is not None:
             started.stop()

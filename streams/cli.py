@@ -415,7 +415,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from streams import bench
 
     s = _settings(args)
-    return bench.main(s, args.events, args.partitions, args.rate, args.persons, args.recovery_persons, args.json)
+    phases = tuple(p.strip() for p in args.only.split(",")) if args.only else bench.PHASES
+    unknown = set(phases) - set(bench.PHASES)
+    if unknown:
+        print(f"error: unknown bench phase(s) {sorted(unknown)}; choose from {', '.join(bench.PHASES)}",
+              file=sys.stderr)
+        return 2
+    cfg = bench.BenchConfig(events=args.events, partitions=args.partitions, rate=args.rate, persons=args.persons,
+                            recovery_persons=args.recovery_persons, sla_conversations=args.sla_conversations,
+                            sink_rows=args.sink_rows, phases=phases)
+    return bench.main(s, cfg, args.json)
 
 
 # ---------------------------------------------------------------- main
@@ -486,6 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--rate", type=float, default=5000.0, help="offered load for the latency run")
     b.add_argument("--persons", type=int, default=100_000, help="active persons for the memory figure")
     b.add_argument("--recovery-persons", type=int, default=1_000_000)
+    b.add_argument("--sla-conversations", type=int, default=100_000, help="open conversations for the timer run")
+    b.add_argument("--sink-rows", type=int, default=200_000, help="rows per ClickHouse table for the insert run")
+    b.add_argument("--only", help="comma-separated phases: pipeline,memory,recovery,sla,sink (default: all)")
     b.add_argument("--json", help="also write the figures to this file")
     b.set_defaults(fn=cmd_bench)
 

@@ -135,6 +135,7 @@ async def describe(bootstrap: str, group_ids: Iterable[str], settings: Settings 
     await asyncio.wait_for(consumer.start(), timeout)
     try:
         ends = await asyncio.wait_for(consumer.end_offsets(tps), timeout) if tps else {}
+        starts = await asyncio.wait_for(consumer.beginning_offsets(tps), timeout) if tps else {}
     finally:
         await consumer.stop()
     topics: dict[str, dict[str, Any]] = {}
@@ -146,8 +147,12 @@ async def describe(bootstrap: str, group_ids: Iterable[str], settings: Settings 
     lag: dict[str, dict[str, int]] = {}
     for gid, offs in committed.items():
         per_topic: dict[str, int] = {}
-        for tp, off in offs.items():
-            if tp in ends:
-                per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, ends[tp] - off)
+        consumed = {tp.topic for tp in offs}
+        # A partition of a consumed topic without a committed offset counts in full: "lag 0" must
+        # mean every partition is done, not that the unfinished one has not committed yet.
+        for tp, end in ends.items():
+            if tp.topic in consumed:
+                off = offs.get(tp, starts.get(tp, 0))
+                per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, end - off)
         lag[gid] = per_topic
     return {"topics": topics, "lag": lag}

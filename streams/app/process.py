@@ -21,6 +21,7 @@ import orjson
 
 from streams import metrics
 from streams.app import topics
+from streams.app.guard import complete
 from streams.app.produce import BatchSender
 from streams.core.contract import from_valid_dict
 
@@ -77,20 +78,25 @@ def register(rt: Runtime, table: Any) -> None:
     @app.agent(rt.topics[topics.VALID], name="process")
     async def process_agent(stream):  # type: ignore[no-untyped-def]
         async for events in stream.take_events(rt.settings.process_batch, within=0.02):
-            async with rt.lock:
-                if not rt.ready:
-                    reload()
-                wall = now_ms()
-                loads, process = orjson.loads, pipeline.process
-                for ev in events:
-                    process(from_valid_dict(loads(ev.value)), wall)
-                metrics.EVENTS_IN.labels(topics.VALID).inc(len(events))
-                await commit_outputs()
+            await complete(process_batch(events), "process batch")
+
+    async def process_batch(events: list[Any]) -> None:
+        async with rt.lock:
+            if not rt.ready:
+                reload()
+            wall = now_ms()
+            loads, process = orjson.loads, pipeline.process
+            for ev in events:
+                process(from_valid_dict(loads(ev.value)), wall)
+            metrics.EVENTS_IN.labels(topics.VALID).inc(len(events))
+            await commit_outputs()
 
     @app.timer(TICK_S, name="tick")
     async def tick() -> None:
-        if not rt.ready:
-            return
+        if rt.ready:
+            await complete(tick_once(), "clock tick")
+
+    async def tick_once() -> None:
         async with rt.lock:
             pipeline.tick(now_ms(), wall=True)
             await commit_outputs()

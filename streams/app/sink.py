@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from streams import metrics
+from streams.app.guard import complete
 from streams.clickhouse.rows import SPECS, TableSpec
 
 if TYPE_CHECKING:
@@ -68,12 +69,15 @@ def _register_one(rt: Runtime, spec: TableSpec, batch_rows: int, flush_s: float)
     @rt.app.agent(rt.topics[spec.topic], name=f"sink_{spec.table}")
     async def sink_agent(stream):  # type: ignore[no-untyped-def]
         async for events in stream.take_events(batch_rows, within=flush_s):
-            rows = []
-            for ev in events:
-                try:
-                    rows.append(spec.to_row(orjson.loads(ev.value)))
-                except Exception as exc:  # our own topic, but never let one bad record stop the sink
-                    metrics.DLQ.labels(f"sink_{spec.table}").inc()
-                    log.error("unmappable record on %s at offset %s: %r", spec.topic, ev.message.offset, exc)
-            if rows:
-                await insert_with_retry(rt, spec, rows, batch_token(spec.table, events))
+            await complete(sink_batch(events), f"sink batch for {spec.table}")
+
+    async def sink_batch(events: list[Any]) -> None:
+        rows = []
+        for ev in events:
+            try:
+                rows.append(spec.to_row(orjson.loads(ev.value)))
+            except Exception as exc:  # our own topic, but never let one bad record stop the sink
+                metrics.DLQ.labels(f"sink_{spec.table}").inc()
+                log.error("unmappable record on %s at offset %s: %r", spec.topic, ev.message.offset, exc)
+        if rows:
+            await insert_with_retry(rt, spec, rows, batch_token(spec.table, events))

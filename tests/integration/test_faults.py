@@ -99,8 +99,10 @@ def test_kill9_restarts_keep_clickhouse_exact(pipeline_env: dict[str, str], tmp_
         info = topic_counts(bootstrap, group, prefix=prefix)
         return f"lag={info['lag']} ends={ {t: v['end_offsets'] for t, v in info['topics'].items() if 'valid' in t} }"
 
-    wait_until(lambda: group_lag(bootstrap, group, prefix + "touchpoints.valid") == 0, 300, what="processing",
-               explain=lag_report)
+    for topic in ("touchpoints.raw", "touchpoints.valid"):
+        wait_until(lambda t=topic: group_lag(bootstrap, group, prefix + t) == 0, 300, what=f"processing of {topic}",
+                   explain=lag_report)
+    assert message_count(bootstrap, prefix + "touchpoints.valid") >= len(events), lag_report()
     for topic in ("touchpoints.enriched", "sessions.closed", "funnel.live"):
         wait_until(lambda t=topic: group_lag(bootstrap, group, prefix + t) == 0, 300, what=f"sink of {topic}")
     assert message_count(bootstrap, prefix + "touchpoints.enriched") >= len(events)
