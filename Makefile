@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install run test unit integration lint bench kafka-start kafka-stop clean
+.PHONY: install run test chromium unit integration lint bench kafka-start kafka-stop clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,14 +21,19 @@ run: $(STAMP)
 	$(BIN)/touchstream run $(ARGS)
 
 ## make test: lint, unit tests, then integration + fault tests on a real Kafka started by the tests
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/ruff check streams tests
 	$(BIN)/python -m pytest tests $(ARGS)
+
+# headless browser for tests/integration/test_board.py (Debian package; sudo when not root)
+chromium:
+	@command -v chromium >/dev/null || { S=; [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null || S=sudo; \
+	  $$S apt-get update -qq && $$S apt-get install -y -qq chromium; }
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(ARGS)
 
-integration: $(STAMP)
+integration: $(STAMP) chromium
 	$(BIN)/python -m pytest tests/integration $(ARGS)
 
 lint: $(STAMP)

@@ -42,3 +42,8 @@ SINK_ERRORS = Counter("touchstream_sink_errors_total", "Failed ClickHouse insert
 SINK_RETRIES = Counter("touchstream_sink_retries_total", "ClickHouse insert retries, by table", ["table"])
 PAGES = Counter("touchstream_pages_total", "SLA pages delivered to notifiers, by outcome", ["outcome"])
 PRODUCE_RETRIES = Counter("touchstream_produce_retries_total", "Output batches re-sent after a Kafka produce error")
+# Set by the worker (not yet wired: see issue #8): committed-offset lag of the worker's consumer
+# group per input topic and partition; read by deploy/prometheus/alerts.yml and the ops dashboard.
+CONSUMER_LAG = Gauge(
+    "touchstream_consumer_lag_messages", "Consumer group lag (end offset - committed offset)", ["topic", "partition"]
+)

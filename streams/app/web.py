@@ -1,7 +1,8 @@
-"""The worker's HTTP endpoints on Faust's web server: metrics, liveness, readiness.
+"""The worker's HTTP endpoints on Faust's web server: metrics, liveness, readiness, live board.
 
 ``/metrics`` and ``/health`` are always open (scrapers and orchestrators); everything else may
-require ``Authorization: Bearer $TOUCHSTREAM_WEB_TOKEN`` when that variable is set.
+require ``Authorization: Bearer $TOUCHSTREAM_WEB_TOKEN`` when that variable is set. The board
+(``/board`` and its ``/api/*`` JSON endpoints) lives in :mod:`streams.app.board`.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streams.app import board
+
 if TYPE_CHECKING:
     from streams.app.runtime import Runtime
 
 
 def register(rt: Runtime) -> None:
+    """Attach the endpoints to the worker's own web server: one port per worker to scrape and probe."""
     app = rt.app
 
     @app.page("/metrics")
@@ -27,8 +31,7 @@ def register(rt: Runtime) -> None:
 
     @app.page("/ready")
     async def ready(web: Any, request: Any) -> Any:
-        token = rt.settings.web_token
-        if token and request.headers.get("Authorization") != f"Bearer {token}":
+        if not board.authorized(request.headers, rt.settings.web_token):
             return web.json({"error": "unauthorized"}, status=401)
         assigned = sorted(tp.partition for tp in app.assignor.assigned_actives()
                           if tp.topic == rt.settings.topic("touchpoints.valid"))
@@ -44,3 +47,5 @@ def register(rt: Runtime) -> None:
                 "clickhouse": ch_ok}
         ok = recovered and ch_ok is not False
         return web.json(body, status=200 if ok else 503)
+
+    board.register(rt)

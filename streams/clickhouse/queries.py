@@ -121,3 +121,25 @@ def anomalies(ch: ClickHouse, tenant: str | None, since_s: int, open_only: bool 
         {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in zip(keys, row, strict=True)}
         for row in rows
     ]
+
+
+def sla_breaches_by_team(ch: ClickHouse, tenant: str | None, since_s: int) -> list[dict[str, Any]]:
+    """Breaches fired per tenant and team over the period (the live board's "breaches by team").
+
+    Counts ``breach`` rows of ``sla_events`` (one per wait, ``FINAL`` collapses re-deliveries), so
+    a breach counts once whether or not the wait was answered since; ``team`` is None when the
+    conversation carried none. Times are epoch milliseconds, like the topics.
+    """
+    rows = ch.query(
+        "SELECT tenant_id, team, count() AS breaches, uniqExact(conversation_id) AS conversations, "
+        "toUnixTimestamp64Milli(max(fired_at)) AS last_breach_at "
+        f"FROM {ch.db}.sla_events FINAL WHERE event = 'breach' AND "
+        "fired_at >= now64(3) - toIntervalSecond({since:UInt32})"
+        f"{_tenant_clause(tenant)} GROUP BY tenant_id, team ORDER BY breaches DESC, tenant_id, team",
+        {"since": since_s, "tenant": tenant or ""},
+    )
+    return [
+        {"tenant_id": t, "team": team or None, "breaches": int(n), "conversations": int(c),
+         "last_breach_at": int(last)}
+        for t, team, n, c, last in rows
+    ]
