@@ -148,7 +148,7 @@ def build(settings: Settings, *, web: bool = True) -> Runtime:
         await rt.out.stop()
 
 
-    from streams.app import pages, process, validate
+    from streams.app import lag, pages, process, validate
     from streams.app import sink as sink_mod
     from streams.app import web as web_mod
 
@@ -158,6 +158,7 @@ def build(settings: Settings, *, web: bool = True) -> Runtime:
     if settings.role in ("all", "sink"):
         sink_mod.register(rt)
         pages.register(rt)
+    lag.register(rt)
     if web:
         web_mod.register(rt)
     return rt

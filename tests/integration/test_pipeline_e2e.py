@@ -81,6 +81,15 @@ def test_valid_to_clickhouse_invalid_to_dlq(pipeline_env: dict[str, str], tmp_pa
     assert metric(metrics, 'touchstream_dlq_total{reason="not_json"}') == 1
     assert metric(metrics, "touchstream_duplicates_total") == 10
     assert metric(metrics, 'touchstream_sink_rows_total{table="touchpoints"}') == n_valid
+
+    def raw_lag_series() -> list[float]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        series = [line for line in text.splitlines() if line.startswith("touchstream_consumer_lag_messages{")
+                  and f'topic="{prefix}touchpoints.raw"' in line]
+        values = [float(line.rsplit(" ", 1)[1]) for line in series]
+        return values if len(values) == 4 and not any(values) else []
+
+    assert wait_until(raw_lag_series, 20, what="lag gauge: 4 raw partitions, all caught up")
     ready = orjson.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5).read())
     assert ready["state_recovered"] and ready["clickhouse"] and ready["assigned_partitions"] == [0, 1, 2, 3]
     assert w.stop() == 0, w.tail()
