@@ -10,17 +10,19 @@ and everything that must survive a restart lives in a :class:`~streams.core.stat
 Semantics (all times int epoch ms on the *shell's* clock: ``now_ms`` and ``input_seen``'s
 ``at_ms`` must come from the same clock, normally processing time):
 
-* **Grouping (no page storms).** A warning or breach does not page at once: it opens (or joins)
-  the group window of its (tenant, team, severity) and the window is flushed ``group_window_s``
-  after it opened. One wait still open at the flush pages alone with ``dedup_key = wait_id``
-  (``wait_id + ":warning"`` for a warning); two or more page once as
-  ``group:{tenant}:{team}:{window_start}`` (``+ ":warning"``; team ``-`` when unassigned) listing
-  the count and the ``max_listed`` oldest waits. Why delay even a lone breach: at the first
-  breach nobody can tell whether 49 more follow (Alertmanager's ``group_wait``); set
-  ``group_window_s = 0`` to page immediately without grouping. Waits that resolve before the
-  flush never page: the reply already happened, there is nothing for a human to do (the breach
-  is still in ClickHouse for reporting). A sustained storm pages at most once per window per
-  team and severity.
+* **Grouping (no page storms).** The first warning or breach of a (tenant, team, severity)
+  pages after ``group_wait_s`` (default 0: at once, so a lone breach reaches the lead within
+  the tick) and opens that group's window: whatever else warns or breaches there within
+  ``group_window_s`` (default 60) pages once at the window's end, then the group is quiet again.
+  A page holding one wait has ``dedup_key = wait_id`` (``wait_id + ":warning"`` for a
+  warning); two or more page once as ``group:{tenant}:{team}:{window_start}`` (``+
+  ":warning"``; team ``-`` when unassigned) listing the count and the ``max_listed`` oldest
+  waits. So a storm of 50 breaches is two pages (the first at once, the other 49 in one),
+  like Alertmanager's ``group_wait``/``group_interval``; raise ``group_wait_s`` to trade the
+  first page's latency for a single page per storm, or set ``group_window_s = 0`` to page
+  every wait alone. Waits that resolve before their page never page: the reply already
+  happened, there is nothing for a human to do (the breach is still in ClickHouse for
+  reporting). A sustained storm pages at most once per window per team and severity.
 * **Warnings** are pages of severity ``warning`` with their own keys and windows. A wait whose
   warning is still in a window when it breaches leaves that window (only the breach pages). A
   warning page that already went out stays open until its waits are *resolved*, not merely
@@ -137,6 +139,8 @@ class PagingConfig:
     """Paging knobs; see the module docstring for what each one trades off."""
 
     group_window_s: float = 60.0
+    #: Delay of a quiet group's first page (0: at once); see the module docstring.
+    group_wait_s: float = 0.0
     max_listed: int = 5
     stall_after_s: float | None = 300.0
     routes: tuple[Route, ...] = (Route(None, "default", None, None),)
@@ -150,6 +154,8 @@ class PagingConfig:
         object.__setattr__(self, "channel_stall_after_s", MappingProxyType(dict(self.channel_stall_after_s)))
         if not (_is_number(self.group_window_s) and self.group_window_s >= 0):
             raise ValueError("paging: 'group_window_s' must be a number of seconds >= 0")
+        if not (_is_number(self.group_wait_s) and self.group_wait_s >= 0):
+            raise ValueError("paging: 'group_wait_s' must be a number of seconds >= 0")
         if not (isinstance(self.max_listed, int) and not isinstance(self.max_listed, bool) and self.max_listed >= 0):
             raise ValueError("paging: 'max_listed' must be an integer >= 0")
         for name, v in [("stall_after_s", self.stall_after_s), *self.channel_stall_after_s.items()]:
@@ -190,7 +196,7 @@ class PagingConfig:
         """Build from JSON (the ``"paging"`` object of ``deploy/notifiers.example.json``)."""
         if not isinstance(d, Mapping):
             raise ValueError("paging: must be an object")
-        known = {"group_window_s", "max_listed", "stall_after_s", "channel_stall_after_s", "retention_s", "routes"}
+        known = {"group_window_s", "group_wait_s", "max_listed", "stall_after_s", "channel_stall_after_s", "retention_s", "routes"}
         unknown = sorted(k for k in d if not k.startswith("_") and k not in known)
         if unknown:
             raise ValueError(f"paging: unknown field(s) {unknown}; allowed: {', '.join(sorted(known))}")
@@ -274,7 +280,7 @@ class Pager:
                 else:
                     self._open.setdefault((v["tenant_id"], v["channel"]), set()).add(v["wait_id"])
             elif k == "window":
-                self._windows[key] = v["start"] + self._window_ms
+                self._windows[key] = v.get("due", v["start"] + self._window_ms)  # state of older versions: no "due"
             elif k == "page":
                 if v["resolved_at"] is not None:
                     self._expiry.append((v["resolved_at"] + retention, key))
@@ -303,19 +309,19 @@ class Pager:
             self.stats["ignored"] += 1
             return []
         assert isinstance(tenant, str) and isinstance(wait_id, str) and isinstance(channel, str)
-        out: list[Page] = []
+        out: list[Page] = self._flush_due(now_ms)  # windows that ended before this record take nothing new
         wkey = _wait_key(tenant, wait_id)
         w: dict[str, Any] | None = self._store.get(wkey)
         if event == "resolved":
             if w is None or w["where"] == "done":
                 self.stats["replayed" if w is not None else "ignored"] += 1
-                return []
+                return out
             out += self._finish_wait(w, now_ms)
         else:
             level = "critical" if event == "breach" else "warning"
             if w is not None and (w["where"] == "done" or w["level"] == "critical" or level == w["level"]):
                 self.stats["replayed"] += 1  # redelivered, or a warning arriving after its breach
-                return []
+                return out
             if w is None:
                 w = {"k": "wait", **{f: rec.get(f) for f in _LISTED_FIELDS}, "tenant_id": tenant,
                      "team": rec.get("team"), "level": level, "where": "new", "window": None,
@@ -382,9 +388,10 @@ class Pager:
         gkey = _window_key(w["tenant_id"], sev, w["team"])
         win = self._store.get(gkey)
         if win is None:
+            due = now_ms + int(self.config.group_wait_s * 1000)
             win = {"k": "window", "tenant_id": w["tenant_id"], "team": w["team"], "severity": sev, "start": now_ms,
-                   "waits": []}
-            self._windows[gkey] = now_ms + self._window_ms
+                   "waits": [], "phase": "wait", "due": due}
+            self._windows[gkey] = due
         win["waits"].append(w["wait_id"])
         self._store.put(gkey, win)
         w["where"], w["window"] = "window", gkey
@@ -395,7 +402,7 @@ class Pager:
         win = self._store.get(gkey)
         if win is not None and w["wait_id"] in win["waits"]:
             win["waits"].remove(w["wait_id"])
-            if win["waits"]:
+            if win["waits"] or win.get("phase") == "interval":  # an empty interval still keeps the group quiet
                 self._store.put(gkey, win)
             else:
                 self._store.delete(gkey)
@@ -450,13 +457,19 @@ class Pager:
         win = self._store.get(gkey)
         if win is None:
             return []
-        self._store.delete(gkey)
         tenant, team, sev = win["tenant_id"], win["team"], win["severity"]
         waits: list[dict[str, Any]] = []
         for wid in win["waits"]:
             w = self._store.get(_wait_key(tenant, wid))
             if w is not None and w["where"] == "window" and w["window"] == gkey and w["level"] == sev:
                 waits.append(w)
+        if waits and win.get("phase") == "wait" and self._window_ms > 0:
+            # the group's first page goes now; followers collect until the window ends
+            due = now_ms + self._window_ms
+            self._store.put(gkey, {**win, "phase": "interval", "waits": [], "due": due, "start": now_ms})
+            self._windows[gkey] = due
+        else:
+            self._store.delete(gkey)
         if not waits:
             return []
         waits.sort(key=lambda w: (w["started_at"], w["wait_id"]))

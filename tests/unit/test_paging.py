@@ -12,7 +12,7 @@ from streams.core.state import MemoryStore
 
 T0 = 1_773_000_000_000
 S = 1000
-NO_STALL = PagingConfig(stall_after_s=None)
+NO_STALL = PagingConfig(stall_after_s=None, group_wait_s=60)  # delayed grouping: one page per storm
 
 
 def rec(event: str, conv: str = "c1", *, tenant: str = "t", team: str | None = "vip", channel: str = "live_chat",
@@ -57,6 +57,34 @@ def test_breach_pages_after_group_window_and_resolves() -> None:
     assert [(r.action, r.dedup_key, r.notifier, r.severity) for r in res] == [
         ("resolve", "t:c1:1", "default", "critical")]
     assert p.advance(T0 + 10_000 * S) == []
+
+
+def test_default_first_breach_pages_at_once_then_followers_group() -> None:
+    p = Pager(MemoryStore(), PagingConfig(stall_after_s=None))  # defaults: wait 0, window 60
+    first = p.observe(rec("breach", "c0"), T0 + 60 * S)
+    assert triggers(first) == ["t:c0:1"] and first[0].at == T0 + 60 * S  # a lone breach is not delayed
+    follow: list[Page] = []
+    for i in range(1, 50):  # the storm that follows within the window
+        follow += p.observe(rec("breach", f"c{i}"), T0 + 60 * S + i * 100)
+    assert follow == []
+    assert p.advance(T0 + 119 * S) == []
+    out = p.advance(T0 + 120 * S)
+    assert triggers(out) == [f"group:t:vip:{T0 + 60 * S}"] and out[0].details["count"] == 49
+    # the window passed with nothing more: the group is quiet, the next breach pages at once again
+    assert p.advance(T0 + 181 * S) == []
+    assert triggers(p.observe(rec("breach", "late"), T0 + 200 * S)) == ["t:late:1"]
+
+
+def test_default_grouping_survives_rebuild() -> None:
+    store = MemoryStore()
+    p = Pager(store, PagingConfig(stall_after_s=None))
+    assert triggers(p.observe(rec("breach", "c0"), T0)) == ["t:c0:1"]
+    p.observe(rec("breach", "c1"), T0 + 10 * S)
+    restored = Pager(copy_store(store), PagingConfig(stall_after_s=None))
+    restored.rebuild()
+    assert restored.observe(rec("breach", "c2"), T0 + 20 * S) == []  # still inside the window
+    out = restored.advance(T0 + 60 * S)
+    assert triggers(out) == [f"group:t:vip:{T0}"] and out[0].details["count"] == 2
 
 
 def test_zero_window_pages_immediately() -> None:
@@ -157,7 +185,7 @@ def test_groups_per_team_and_tenant_and_next_window() -> None:
     # a storm that goes on pages at most once per window
     for i in range(3, 10):
         p.observe(rec("breach", f"a{i}"), T0 + 61 * S + i)
-    assert triggers(p.advance(T0 + 130 * S)) == [f"group:t:vip:{T0 + 61 * S + 3}"]
+    assert triggers(p.advance(T0 + 130 * S)) == [f"group:t:vip:{T0 + 60 * S}"]  # the window that followed the page
 
 
 # --- routing & escalation -----------------------------------------------------------------------
@@ -221,7 +249,7 @@ def test_no_escalation_for_warnings_or_resolved_pages() -> None:
 # --- inhibition ---------------------------------------------------------------------------------
 
 def test_stalled_feed_holds_pages_and_pages_once() -> None:
-    cfg = PagingConfig(group_window_s=60, stall_after_s=300)
+    cfg = PagingConfig(group_window_s=60, group_wait_s=60, stall_after_s=300)
     p = Pager(MemoryStore(), cfg)
     p.input_seen("t", "live_chat", T0)
     p.input_seen("t", "email", T0)
@@ -251,7 +279,7 @@ def test_stalled_feed_holds_pages_and_pages_once() -> None:
     out = p.advance(T0 + 1001 * S)
     assert resolves(out) == [stall_key] and triggers(out) == []
     out = p.advance(T0 + 1061 * S)
-    assert triggers(out) == [f"group:t:vip:{T0 + 1001 * S}"]
+    assert triggers(out) == [f"group:t:vip:{T0 + 961 * S}"]  # they join the window that followed e's page
     assert out[0].details["count"] == 20
     assert {w["conversation_id"] for w in out[0].details["waits"]} <= {f"s{i}" for i in range(20)}
 
@@ -293,7 +321,7 @@ def test_per_channel_stall_threshold() -> None:
 # --- exactly once / recovery --------------------------------------------------------------------
 
 def test_exactly_once_across_rebuild_from_copied_store() -> None:
-    cfg = PagingConfig(group_window_s=60, stall_after_s=300, routes=(Route(None, "d", 600, "boss"),))
+    cfg = PagingConfig(group_window_s=60, group_wait_s=60, stall_after_s=300, routes=(Route(None, "d", 600, "boss"),))
     store = MemoryStore()
     p = Pager(store, cfg)
     p.input_seen("t", "live_chat", T0)
@@ -369,7 +397,7 @@ def check(pages: list[Page], seen: set[str], open_keys: set[str]) -> None:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(st.tuples(OPS, STEP_S), max_size=60), window=st.sampled_from([0, 30, 60]))
 def test_no_trigger_key_emitted_twice(ops: list[tuple[tuple[Any, ...], int]], window: int) -> None:
-    cfg = PagingConfig(group_window_s=window, stall_after_s=120, max_listed=2,
+    cfg = PagingConfig(group_window_s=window, group_wait_s=window, stall_after_s=120, max_listed=2,
                        routes=(Route(None, "d", 90, "boss"), Route("vip", "v")))
     store = MemoryStore()
     p = Pager(store, cfg)
