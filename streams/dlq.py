@@ -5,6 +5,10 @@ After a producer or contract fix, dead letters that now validate are produced ag
 committed consumer-group offset (one group per ``--reason``, so replaying one reason never
 skips another's letters), and a letter re-sent twice is dropped by the pipeline's event_id
 dedup. Letters that still fail stay where they are and are counted.
+
+Only the letters that exist when the replay starts are replayed: if the workers do not run the
+fix yet, each re-sent event is dead-lettered again, and chasing those new letters would re-send
+them in a loop that never goes idle. They stay for the next replay.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
 
 from streams.app import topics
 from streams.core.contract import Rejection, validate
@@ -25,24 +30,34 @@ from streams.settings import Settings
 
 async def replay(s: Settings, reason: str | None = None, timeout_s: float = 10.0) -> dict[str, Any]:
     group = f"{s.app_id}-dlq-replay-{reason or 'all'}"
+    topic = s.topic(topics.DLQ)
     consumer = AIOKafkaConsumer(
-        s.topic(topics.DLQ), bootstrap_servers=s.bootstrap, group_id=group, enable_auto_commit=False,
+        topic, bootstrap_servers=s.bootstrap, group_id=group, enable_auto_commit=False,
         auto_offset_reset="earliest", **client_kwargs(s),
     )
     producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks="all", enable_idempotence=True, **client_kwargs(s))
     await consumer.start()
     await producer.start()
-    counts = {"read": 0, "resent": 0, "still_invalid": 0, "other_reason": 0, "unreadable": 0}
+    counts = {"read": 0, "resent": 0, "still_invalid": 0, "other_reason": 0, "unreadable": 0, "truncated": 0}
     try:
+        await consumer.topics()  # metadata, so the topic's partitions are known
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(parts) if parts else {}
         idle_since = time.monotonic()
         while time.monotonic() - idle_since < timeout_s:
+            if ends and await _caught_up(consumer, ends):
+                break
             batch = await consumer.getmany(timeout_ms=500, max_records=1000)
             if not batch:
                 continue
             idle_since = time.monotonic()
             now = int(time.time() * 1000)
-            for _tp, msgs in batch.items():
+            for tp, msgs in batch.items():
                 for msg in msgs:
+                    if tp in ends and msg.offset >= ends[tp]:  # written after we started: left for next time
+                        consumer.seek(tp, ends[tp])  # so the commit stops before it
+                        consumer.pause(tp)
+                        break
                     counts["read"] += 1
                     try:
                         rec = orjson.loads(msg.value)
@@ -52,6 +67,9 @@ async def replay(s: Settings, reason: str | None = None, timeout_s: float = 10.0
                         continue
                     if reason is not None and rec.get("reason") != reason:
                         counts["other_reason"] += 1
+                        continue
+                    if rec.get("original_truncated"):  # only a prefix was kept (deadletter.MAX_ORIGINAL_BYTES)
+                        counts["truncated"] += 1
                         continue
                     res = validate(value, now_ms=now, max_bytes=s.max_message_bytes, max_future_ms=s.max_future_ms)
                     if isinstance(res, Rejection):
@@ -65,6 +83,16 @@ async def replay(s: Settings, reason: str | None = None, timeout_s: float = 10.0
         await producer.stop()
         await consumer.stop()
     return counts
+
+
+async def _caught_up(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    assigned = consumer.assignment()
+    if not assigned or not set(ends) <= assigned:
+        return False  # still joining, or another replay of this group holds partitions: idle timeout decides
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
 
 
 def run(s: Settings, reason: str | None = None, timeout_s: float = 10.0) -> dict[str, Any]:

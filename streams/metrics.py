@@ -47,3 +47,7 @@ PRODUCE_RETRIES = Counter("touchstream_produce_retries_total", "Output batches r
 CONSUMER_LAG = Gauge(
     "touchstream_consumer_lag_messages", "Consumer group lag (end offset - committed offset)", ["topic", "partition"]
 )
+COMMIT_STALL_REPAIRS = Counter(
+    "touchstream_commit_stall_repairs_total", "Partitions re-read from the committed offset after a Faust commit stall",
+    ["topic"],
+)

@@ -1,4 +1,6 @@
-"""Timer: consumer lag per assigned partition → ``touchstream_consumer_lag_messages``.
+"""Timers on the consumer: lag per assigned partition, and repair of Faust's commit stall.
+
+Lag → ``touchstream_consumer_lag_messages``.
 
 Why in the worker and not only from an exporter: each worker knows its own assignment and
 its committed offsets without a group-wide admin query, so the gauge is cheap (no I/O: the
@@ -9,6 +11,8 @@ from the gauge, so a rebalance does not leave stale series behind.
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from streams import metrics
@@ -16,7 +20,10 @@ from streams import metrics
 if TYPE_CHECKING:
     from streams.app.runtime import Runtime
 
+log = logging.getLogger(__name__)
 INTERVAL_S = 5.0
+#: A head-of-queue gap older than this is a stall, not a batch still in flight.
+STALL_AFTER_S = 15.0
 
 
 def lag_by_partition(consumer: Any, prefix: str) -> dict[tuple[str, int], int]:
@@ -35,6 +42,7 @@ def lag_by_partition(consumer: Any, prefix: str) -> dict[tuple[str, int], int]:
 
 
 def register(rt: Runtime) -> None:
+    register_stall_repair(rt)
     shown: set[tuple[str, str]] = set()
     prefix = rt.settings.topic_prefix
 
@@ -47,3 +55,58 @@ def register(rt: Runtime) -> None:
             metrics.CONSUMER_LAG.labels(*labels).set(lag)
         shown.clear()
         shown.update(current)
+
+
+def stalled_partitions(consumer: Any) -> dict[Any, tuple[int, int]]:
+    """Partitions whose acked offsets start more than one past the committed offset.
+
+    Why this exists: faust-streaming (0.15) marks a message as read before its delivery to the
+    stream completes, and a rebalance can abandon that delivery (``wait_first(callback,
+    suspend_flow)``); the message is then never acked nor re-fetched, and ``Consumer._new_offset``
+    refuses to commit past a gap at the head of the acked list — forever (upstream issues
+    faust-streaming#318, #606). Lag grows while the worker looks healthy.
+    """
+    out: dict[Any, tuple[int, int]] = {}
+    acked_by_tp = consumer._acked
+    committed_by_tp = consumer._committed_offset
+    for tp in consumer.assignment():
+        acked = acked_by_tp.get(tp)
+        committed = committed_by_tp.get(tp)
+        if acked and committed is not None and min(acked) - committed > 1:
+            out[tp] = (committed, min(acked))
+    return out
+
+
+async def repair_stall(consumer: Any, tp: Any, committed: int) -> None:
+    """Re-read from the committed offset. Safe by design: every stage tolerates redelivery
+    (process state dedups event ids, outputs are at-least-once with natural keys, ClickHouse
+    collapses re-inserted rows)."""
+    consumer._acked.pop(tp, None)
+    consumer._acked_index.pop(tp, None)
+    consumer._gap.pop(tp, None)
+    await consumer.seek(tp, committed)
+
+
+def register_stall_repair(rt: Runtime) -> None:
+    first_seen: dict[Any, tuple[tuple[int, int], float]] = {}
+
+    @rt.app.timer(INTERVAL_S, name="commit_stall_repair")
+    async def repair() -> None:
+        consumer = rt.app.consumer
+        now = time.monotonic()
+        stalled = stalled_partitions(consumer)
+        for tp in list(first_seen):
+            if tp not in stalled:
+                del first_seen[tp]
+        for tp, (committed, head) in stalled.items():
+            seen = first_seen.get(tp)
+            if seen is None or seen[0][0] != committed:
+                first_seen[tp] = ((committed, head), now)
+                continue
+            if now - seen[1] < STALL_AFTER_S:
+                continue
+            log.warning("commit stall on %s:%d (committed %d, first acked %d): re-reading from %d",
+                        tp.topic, tp.partition, committed, head, committed)
+            metrics.COMMIT_STALL_REPAIRS.labels(tp.topic).inc()
+            await repair_stall(consumer, tp, committed)
+            del first_seen[tp]

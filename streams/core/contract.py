@@ -42,6 +42,10 @@ REASONS: tuple[str, ...] = (
 
 MAX_ID_LEN = 128
 MAX_IDENTIFIER_LEN = 256
+#: Deepest nesting of objects/arrays (the top-level object is level 1) in an accepted event.
+#: orjson parses up to 1024 levels but serialises at most 254, and every accepted event is
+#: serialised again (touchpoints.valid, enriched, ClickHouse): deeper input must be refused here.
+MAX_DEPTH = 64
 #: Events before this are clock garbage (1970 epochs from unset device clocks), not history.
 MIN_OCCURRED_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -62,6 +66,10 @@ _KNOWN_FIELDS = frozenset(
     }
 )
 _PHONE_TYPES = frozenset({"phone", "whatsapp_id"})
+#: String members of the optional objects (schemas/touchpoint.v1.json); the core uses them as strings.
+_CAMPAIGN_STRINGS = ("source", "medium", "name", "content", "term")
+_PAGE_STRINGS = ("url", "referrer", "title")
+_VALUE_STRINGS = ("currency",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,13 +132,30 @@ def _str_field(obj: dict[str, Any], name: str, max_len: int = MAX_ID_LEN) -> str
     return v
 
 
-def _opt_object(obj: dict[str, Any], name: str) -> dict[str, Any] | None:
+def _opt_object(obj: dict[str, Any], name: str, strings: tuple[str, ...] = ()) -> dict[str, Any] | None:
     v = obj.get(name)
     if v is None:
         return None
     if not isinstance(v, dict):
         raise _Invalid("invalid_field", f"{name} must be an object")
+    for key in strings:
+        if v.get(key) is not None and not isinstance(v[key], str):
+            raise _Invalid("invalid_field", f"{name}.{key} must be a string")
     return v
+
+
+def _too_deep(obj: Any, data: bytes | bytearray) -> bool:
+    """Nesting deeper than MAX_DEPTH; iterative, and only walked when the bytes could be that deep."""
+    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:  # each level opens one bracket
+        return False
+    stack = [(obj, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = v.values() if isinstance(v, dict) else v
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
 
 
 def _identities(raw: Any) -> dict[str, str]:
@@ -179,7 +204,7 @@ def _conversation(obj: dict[str, Any], event_type: str) -> dict[str, Any] | None
     prio = out.get("priority")
     if prio is None:
         out["priority"] = "normal"
-    elif prio not in PRIORITIES:
+    elif not isinstance(prio, str) or prio not in PRIORITIES:
         raise _Invalid("invalid_field", f"conversation.priority must be one of {sorted(PRIORITIES)}")
     return out
 
@@ -206,6 +231,8 @@ def _validate(
 ) -> Touchpoint:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise _Invalid("not_json", "message value is not bytes")
+    if isinstance(data, memoryview):
+        data = bytes(data)
     if len(data) > max_bytes:
         raise _Invalid("oversized", f"{len(data)} bytes > {max_bytes}")
     try:
@@ -232,23 +259,29 @@ def _validate(
     channel = obj.get("channel")
     if channel is None:
         raise _Invalid("missing_field", "channel is required")
+    if not isinstance(channel, str):
+        raise _Invalid("invalid_field", "channel must be a string")
     if channel not in CHANNELS:
         raise _Invalid("unknown_channel", f"channel {str(channel)[:40]!r} is not in contract v1")
     etype = obj.get("type")
     if etype is None:
         raise _Invalid("missing_field", "type is required")
+    if not isinstance(etype, str):
+        raise _Invalid("invalid_field", "type must be a string")
     if etype not in TYPES:
         raise _Invalid("unknown_type", f"type {str(etype)[:40]!r} is not in contract v1")
     identities = _identities(obj.get("identities"))
     conversation = _conversation(obj, etype)
-    campaign = _opt_object(obj, "campaign")
-    page = _opt_object(obj, "page")
-    value = _opt_object(obj, "value")
+    campaign = _opt_object(obj, "campaign", _CAMPAIGN_STRINGS)
+    page = _opt_object(obj, "page", _PAGE_STRINGS)
+    value = _opt_object(obj, "value", _VALUE_STRINGS)
     if value is not None:
         amount = value.get("amount")
         if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int | float)):
             raise _Invalid("invalid_field", "value.amount must be a number")
     properties = _opt_object(obj, "properties")
+    if _too_deep(obj, data):
+        raise _Invalid("invalid_field", f"nested deeper than {MAX_DEPTH} levels")
     extra = {k: v for k, v in obj.items() if k not in _KNOWN_FIELDS} if len(obj) > 6 else {}
     return Touchpoint(
         event_id=event_id,

@@ -11,6 +11,13 @@ from typing import Any
 
 from streams.core.contract import format_timestamp
 
+#: At most this much of the original travels in ``original_b64``. The input limit
+#: (TOUCHSTREAM_MAX_MESSAGE_BYTES) does not bound raw messages, the broker's does (4 MiB on the
+#: local broker), and base64 adds a third: an unbounded letter can exceed what the broker accepts,
+#: and a letter that cannot be produced blocks the validate stage (its batch is retried forever).
+#: 1 MiB keeps a letter under ~1.8 MB, below the worker producer's 2 MiB max_request_size.
+MAX_ORIGINAL_BYTES = 1 << 20
+
 
 def dlq_record(
     reason: str, detail: str, original: bytes, source: tuple[str, int, int], at_ms: int, key: bytes | None = None
@@ -20,8 +27,11 @@ def dlq_record(
         "detail": detail,
         "source": {"topic": source[0], "partition": source[1], "offset": source[2]},
         "dead_lettered_at": format_timestamp(at_ms),
-        "original_b64": base64.b64encode(original).decode("ascii"),
+        "original_b64": base64.b64encode(original[:MAX_ORIGINAL_BYTES]).decode("ascii"),
     }
+    if len(original) > MAX_ORIGINAL_BYTES:  # only a prefix is kept: not replayable
+        rec["original_truncated"] = True
+        rec["original_size"] = len(original)
     try:
         text = original.decode("utf-8")
         rec["original"] = text if len(text) <= 65_536 else text[:65_536]

@@ -196,7 +196,8 @@ class PagingConfig:
         """Build from JSON (the ``"paging"`` object of ``deploy/notifiers.example.json``)."""
         if not isinstance(d, Mapping):
             raise ValueError("paging: must be an object")
-        known = {"group_window_s", "group_wait_s", "max_listed", "stall_after_s", "channel_stall_after_s", "retention_s", "routes"}
+        known = {"group_window_s", "group_wait_s", "max_listed", "stall_after_s", "channel_stall_after_s",
+                 "retention_s", "routes"}
         unknown = sorted(k for k in d if not k.startswith("_") and k not in known)
         if unknown:
             raise ValueError(f"paging: unknown field(s) {unknown}; allowed: {', '.join(sorted(known))}")

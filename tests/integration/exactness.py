@@ -82,13 +82,16 @@ def ground_truth(events: list[dict], work: Path) -> Truth:
 
 def assert_clickhouse_exact(env: dict[str, str], truth: Truth) -> None:
     """Call with every worker stopped (the embedded engine is one process at a time)."""
-    assert ch_query(env, "SELECT count(), uniqExact(event_id) FROM {db}.touchpoints FINAL") == [[truth.events] * 2]
+    touchpoints = ch_query(env, "SELECT count(), uniqExact(event_id) FROM {db}.touchpoints FINAL")
+    assert touchpoints == [[truth.events] * 2], f"touchpoints (rows, distinct ids) {touchpoints}, want {truth.events}"
     live_sessions = {r[0] for r in ch_query(env, "SELECT session_id FROM {db}.sessions FINAL")}
-    assert live_sessions == truth.sessions
+    assert live_sessions == truth.sessions, (f"sessions: {len(live_sessions - truth.sessions)} unexpected, "
+                                             f"{len(truth.sessions - live_sessions)} missing of {len(truth.sessions)}")
     assert ch_query(env, "SELECT count() FROM {db}.sessions FINAL") == [[len(truth.sessions)]]
     live_windows = {
         (r[0], int(r[1]), r[2], r[3], r[4], int(r[5]), int(r[6]))
         for r in ch_query(env, "SELECT tenant_id, toUnixTimestamp64Milli(window_start), channel, campaign, stage, "
                                "events, persons FROM {db}.funnel_minute FINAL")
     }
-    assert live_windows == truth.windows
+    assert live_windows == truth.windows, (f"funnel rows: {len(live_windows - truth.windows)} unexpected, "
+                                           f"{len(truth.windows - live_windows)} missing of {len(truth.windows)}")
