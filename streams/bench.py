@@ -365,7 +365,7 @@ async def sla_timers(s: Settings, conversations: int, partitions: int, work: Pat
     w = Worker(env, work / "sla.log")
     w.start()
     try:
-        await _wait(lambda: _lag_known(s.bootstrap, app_id, prefix + topics.VALID), 120, "SLA worker to join", w)
+        await _wait(lambda: _ready(env["TOUCHSTREAM_WEB_PORT"]), 120, "SLA worker to be ready", w)
         rate = conversations / spread_s
         t0 = time.time()
 
@@ -438,8 +438,19 @@ async def _breach_lateness(bootstrap: str, topic: str) -> list[float]:
         await c.stop()
 
 
-async def _lag_known(bootstrap: str, group: str, topic: str) -> bool:
-    return (await _lag(bootstrap, group, topic)) is not None
+async def _ready(port: str) -> bool:
+    """The worker's /ready: partitions assigned, state recovered, ClickHouse reachable."""
+    import urllib.error
+    import urllib.request
+
+    def get() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    return await asyncio.to_thread(get)
 
 
 def _worker_env(s: Settings, prefix: str, app_id: str, data: Path, partitions: int, **extra: str) -> dict[str, str]:
