@@ -182,7 +182,7 @@ def core_memory(persons: int, conversations: int) -> tuple[float, float]:
     return measure(person_event, persons), measure(conv_event, conversations)
 
 
-PHASES = ("pipeline", "memory", "recovery", "sla")
+PHASES = ("pipeline", "memory", "recovery", "sla", "sink")
 
 
 @dataclass(frozen=True)
@@ -193,6 +193,7 @@ class BenchConfig:
     persons: int = 100_000  # active persons / open conversations for the memory figures
     recovery_persons: int = 1_000_000
     sla_conversations: int = 100_000
+    sink_rows: int = 200_000
     phases: tuple[str, ...] = PHASES
 
 
@@ -212,6 +213,13 @@ async def run_bench(s: Settings, cfg: BenchConfig, work: Path) -> dict[str, Any]
         _progress(result)
     if "sla" in cfg.phases:
         result.update(await sla_timers(s, cfg.sla_conversations, cfg.partitions, work))
+        _progress(result)
+    if "sink" in cfg.phases:
+        from streams.bench_sink import sink_rows_per_s
+
+        url = f"chdb://{work / 'sink-bench'}"
+        for table, rate in sink_rows_per_s(url, "bench", cfg.sink_rows, s.sink_batch_rows).items():
+            result[f"sink_rows_per_s_{table}"] = round(rate)
         _progress(result)
     return result
 
@@ -476,6 +484,8 @@ def print_table(res: dict[str, Any]) -> None:
          res.get("sla_fire_late_p50_ms")),
         ("   SLA breach lateness p99 (ms)", res.get("sla_fire_late_p99_ms")),
         ("   SLA breach lateness max (ms)", res.get("sla_fire_late_max_ms")),
+        *[(f"7. ClickHouse insert rows/s: {k.removeprefix('sink_rows_per_s_')}", v)
+          for k, v in res.items() if k.startswith("sink_rows_per_s_")],
     ]
     rows = [r for r in rows if r[1] is not None]
     width = max(len(r[0]) for r in rows)

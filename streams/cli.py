@@ -423,7 +423,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 2
     cfg = bench.BenchConfig(events=args.events, partitions=args.partitions, rate=args.rate, persons=args.persons,
                             recovery_persons=args.recovery_persons, sla_conversations=args.sla_conversations,
-                            phases=phases)
+                            sink_rows=args.sink_rows, phases=phases)
     return bench.main(s, cfg, args.json)
 
 
@@ -496,7 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--persons", type=int, default=100_000, help="active persons for the memory figure")
     b.add_argument("--recovery-persons", type=int, default=1_000_000)
     b.add_argument("--sla-conversations", type=int, default=100_000, help="open conversations for the timer run")
-    b.add_argument("--only", help="comma-separated phases: pipeline,memory,recovery,sla (default: all)")
+    b.add_argument("--sink-rows", type=int, default=200_000, help="rows per ClickHouse table for the insert run")
+    b.add_argument("--only", help="comma-separated phases: pipeline,memory,recovery,sla,sink (default: all)")
     b.add_argument("--json", help="also write the figures to this file")
     b.set_defaults(fn=cmd_bench)
 

@@ -7,6 +7,13 @@ insert is retried with jittered exponential backoff for as long as it takes; mea
 agent consumes nothing more, Faust's bounded stream buffer fills, and fetching pauses: memory
 stays bounded and nothing is lost. Re-delivered rows collapse in the ReplacingMergeTree tables
 (natural keys), and an identical re-sent batch is dropped outright by its deduplication token.
+
+Stop and rebalance during an outage: Faust then waits for every in-flight event to be acked
+(``wait_empty``, before it cancels any agent) and would wait forever for a batch that cannot be
+inserted: SIGTERM hung until SIGKILL, and a rebalance stalled the whole group. So once Faust's
+flow control is suspended, a failing batch is *abandoned*: released for Faust but never acked,
+so its offsets are not committed and it is read again from the committed offset (after the
+restart, or by the partition's new owner).
 """
 
 from __future__ import annotations
@@ -41,7 +48,8 @@ def batch_token(table: str, events: list[Any]) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-async def insert_with_retry(rt: Runtime, spec: TableSpec, rows: list[tuple[Any, ...]], token: str) -> None:
+async def insert_with_retry(rt: Runtime, spec: TableSpec, rows: list[tuple[Any, ...]], token: str) -> bool:
+    """True once the rows are in ClickHouse; False if Faust stops or rebalances while inserts still fail."""
     delay = 0.2
     while True:
         try:
@@ -49,14 +57,38 @@ async def insert_with_retry(rt: Runtime, spec: TableSpec, rows: list[tuple[Any, 
             metrics.SINK_ROWS.labels(spec.table).inc(len(rows))
             metrics.SINK_BATCH.labels(spec.table).observe(len(rows))
             rt.stats[f"ch_{spec.table}"] = rt.stats.get(f"ch_{spec.table}", 0) + len(rows)
-            return
+            return True
         except Exception as exc:  # any ClickHouse/network failure: keep the batch, back off, retry
             metrics.SINK_ERRORS.labels(spec.table).inc()
+            rt.clickhouse.reset()
+            if not rt.app.flow_control.is_active():
+                log.warning("insert into %s failed (%s) while the worker stops or rebalances; %d rows stay "
+                            "uncommitted and will be read again", spec.table, exc, len(rows))
+                return False
             metrics.SINK_RETRIES.labels(spec.table).inc()
             log.warning("insert into %s failed (%s); retrying in %.1fs", spec.table, exc, delay)
-            rt.clickhouse.reset()
-            await asyncio.sleep(delay * (0.5 + random.random()))
+            await _backoff(rt, delay * (0.5 + random.random()))
             delay = min(delay * 2, 30.0)
+
+
+async def _backoff(rt: Runtime, seconds: float) -> None:
+    """Sleep, but wake early when Faust suspends flow (stop/rebalance): it is waiting for this batch."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while rt.app.flow_control.is_active() and (left := deadline - loop.time()) > 0:
+        await asyncio.sleep(min(left, 0.25))
+
+
+def abandon(events: list[Any]) -> None:
+    """Release a batch for Faust's stop/rebalance without letting its offsets be committed.
+
+    ``take_events`` acks its batch when the loop body ends, however it ends. Setting
+    ``message.acked`` first (without ``consumer.ack``) makes that ack a no-op and drops the
+    messages from the set ``wait_empty`` waits for, while their offsets never enter the
+    consumer's acked list: the commit stops in front of them and they are read again.
+    """
+    for ev in events:
+        ev.message.acked = True
 
 
 def register(rt: Runtime) -> None:
@@ -79,5 +111,5 @@ def _register_one(rt: Runtime, spec: TableSpec, batch_rows: int, flush_s: float)
             except Exception as exc:  # our own topic, but never let one bad record stop the sink
                 metrics.DLQ.labels(f"sink_{spec.table}").inc()
                 log.error("unmappable record on %s at offset %s: %r", spec.topic, ev.message.offset, exc)
-        if rows:
-            await insert_with_retry(rt, spec, rows, batch_token(spec.table, events))
+        if rows and not await insert_with_retry(rt, spec, rows, batch_token(spec.table, events)):
+            abandon(events)
