@@ -35,10 +35,16 @@ _PATTERNS = (
 MASK = "***"
 
 
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
+def mask_secrets(text: str, secrets: Iterable[str], mask: str = MASK, min_len: int = 1) -> str:
+    """Replace every known secret value in ``text`` (shared by log redaction and notifiers)."""
     for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, MASK)
+        if secret and len(secret) >= min_len:
+            text = text.replace(secret, mask)
+    return text
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    text = mask_secrets(text, secrets, min_len=4)  # shorter values would mask ordinary words
     for pat in _PATTERNS:
         text = pat.sub(lambda m: m.group(1) + MASK, text)
     return text

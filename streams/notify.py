@@ -33,6 +33,7 @@ Configuration (read by the caller, which passes the environment in, like ``strea
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import hashlib
@@ -52,6 +53,7 @@ import aiohttp
 import orjson
 
 from streams.core.paging import Page, PagingConfig
+from streams.logs import mask_secrets
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ class NotifierError(ValueError):
     """A notifier URL or notifier config is invalid."""
 
 
-class Notifier:
+class Notifier(abc.ABC):
     """Sends pages to one endpoint with retries. Subclasses only say how a page becomes a request.
 
     ``attempts``: total tries per page (>= 1). Delay before try ``n+1`` is ``d/2 + U(0, d/2)``
@@ -108,9 +110,9 @@ class Notifier:
         """Take notifier-specific settings out of ``url``; return the URL to request."""
         return url
 
+    @abc.abstractmethod
     def render(self, page: Page) -> tuple[bytes, dict[str, str]]:
         """The request body and headers for ``page``."""
-        raise NotImplementedError
 
     # --- public -------------------------------------------------------------------------------
     @property
@@ -118,10 +120,7 @@ class Notifier:
         return self.redact(self.url)
 
     def redact(self, text: str) -> str:
-        for s in self._secrets:
-            if s:
-                text = text.replace(s, _REDACTED)
-        return text
+        return mask_secrets(text, self._secrets, _REDACTED)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, url={self.safe_url!r})"

@@ -38,7 +38,6 @@ The embedded ClickHouse engine is single-process: several workers on it run
 | TOUCHSTREAM_PRODUCE_BATCH_BYTES | 524288 | output producer: bytes per record batch (under the broker's 1 MB cap) |
 | TOUCHSTREAM_SINK_BATCH_ROWS | 20000 | ClickHouse sink: flush a table's batch at this many rows |
 | TOUCHSTREAM_SINK_FLUSH_S | 1.0 | ... or when its oldest row is this old |
-| TOUCHSTREAM_SINK_MAX_PENDING_ROWS | 200000 | backpressure: pause consumption above this many unflushed rows |
 | TOUCHSTREAM_WEB_HOST / TOUCHSTREAM_WEB_PORT | 127.0.0.1 / 6066 | worker web server (metrics, health, board) |
 | TOUCHSTREAM_WEB_TOKEN | – | if set: endpoints other than /health, /metrics need ``Authorization: Bearer <it>`` |
 | TOUCHSTREAM_LOG_FORMAT | json | worker logs: ``json`` lines or ``human`` (``touchstream run``: always human) |
@@ -105,7 +104,6 @@ class Settings:
     produce_batch_bytes: int
     sink_batch_rows: int
     sink_flush_s: float
-    sink_max_pending_rows: int
     web_host: str
     web_port: int
     web_token: str | None
@@ -146,7 +144,6 @@ class Settings:
             produce_batch_bytes=_int(env, "TOUCHSTREAM_PRODUCE_BATCH_BYTES", 524_288),
             sink_batch_rows=_int(env, "TOUCHSTREAM_SINK_BATCH_ROWS", 20_000),
             sink_flush_s=_float(env, "TOUCHSTREAM_SINK_FLUSH_S", 1.0),
-            sink_max_pending_rows=_int(env, "TOUCHSTREAM_SINK_MAX_PENDING_ROWS", 200_000),
             web_host=env.get("TOUCHSTREAM_WEB_HOST") or "127.0.0.1",
             web_port=_int(env, "TOUCHSTREAM_WEB_PORT", 6066),
             web_token=env.get("TOUCHSTREAM_WEB_TOKEN") or None,

@@ -23,7 +23,7 @@ from streams import metrics
 from streams.app import topics
 from streams.app.guard import complete
 from streams.app.produce import BatchSender
-from streams.core.contract import from_valid_dict
+from streams.core.contract import from_valid_dict, parse_timestamp
 
 if TYPE_CHECKING:
     from streams.app.runtime import Runtime
@@ -54,7 +54,7 @@ def register(rt: Runtime, table: Any) -> None:
         if out.enriched:
             now = now_ms()
             for rec in out.enriched[:: max(1, len(out.enriched) // 50)]:  # sampled: cheap and representative
-                metrics.PROCESS_LATENCY.observe(max(0.0, (now - _occurred_ms(rec)) / 1000))
+                metrics.PROCESS_LATENCY.observe(max(0.0, (now - parse_timestamp(rec["occurred_at"])) / 1000))
         await sender.send()
         metrics.STATE_WRITES.inc(rt.bridge.flush(sender))
         rt.bridge.persisted(await sender.send())
@@ -105,9 +105,3 @@ def register(rt: Runtime, table: Any) -> None:
             oldest = pipeline.sla.oldest_wait_started()
             metrics.OLDEST_WAIT.set(0 if oldest is None else max(0.0, (now_ms() - oldest) / 1000))
             metrics.OPEN_ANOMALIES.set(pipeline.detector.open_incidents())
-
-
-def _occurred_ms(rec: dict[str, Any]) -> int:
-    from datetime import datetime
-
-    return int(datetime.fromisoformat(rec["occurred_at"]).timestamp() * 1000)

@@ -25,7 +25,6 @@ import contextlib
 import itertools
 import logging
 import random
-from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -117,10 +116,6 @@ class BatchSender:
         else:
             self._keyed.setdefault(topic, []).append((key, value))
         self.pending += 1
-
-    def add_all(self, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
-        for key, value in records:
-            self.add(topic, key, value)
 
     async def send(self) -> dict[tuple[str, int], int]:
         """Send everything queued; returns the last offset written per (topic, partition)."""
