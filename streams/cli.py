@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,10 @@ EPILOG = """examples:
   touchstream evaluate --truth truth.json --anomalies out/anomalies.jsonl --funnel out/funnel.jsonl
   touchstream query funnel --tenant acme --since 1h --by campaign
   touchstream query sla --since 24h --json
+
+Long-running commands (simulate, process, migrate, dlq replay) report progress on stderr: one
+updating line on a terminal, a line every 10 s otherwise; --quiet silences it. stdout keeps
+only the machine-readable result.
 """
 
 
@@ -35,6 +40,13 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "data_dir", None):
         os.environ["TOUCHSTREAM_DATA_DIR"] = str(args.data_dir)
     return Settings.from_env()
+
+
+def _progress(args: argparse.Namespace, label: str, **kw: Any) -> Any:
+    """The shared reporter (streams/progress.py) on stderr, silent with ``--quiet``."""
+    from streams.progress import Progress
+
+    return Progress(label, enabled=not getattr(args, "quiet", False), **kw)
 
 
 # ---------------------------------------------------------------- kafka
@@ -71,7 +83,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         return 0
     ch = ClickHouse(s.clickhouse_url, s.clickhouse_database)
     total = len(load())
-    applied = migrate(ch)
+    with _progress(args, "migrate", unit="statements") as progress:
+        applied = migrate(ch, progress=progress)
     print(f"ClickHouse {redact(s.clickhouse_url)} database {ch.db}: "
           f"{len(applied)} applied ({', '.join(applied) or 'none'}), {total - len(applied)} already up to date")
     ch.close()
@@ -102,6 +115,7 @@ def _start_worker(s: Settings, extra_tasks: list[Any] | None = None, log_format:
     from streams.logs import logging_config
 
     rt = build(s)
+    _pseudonymise(rt.pipeline, s)
     for make_task in extra_tasks or []:
         rt.app.task(make_task(rt))
     worker = Worker(rt.app, loglevel=s.log_level, quiet=True, redirect_stdouts=False,
@@ -122,11 +136,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return _start_worker(s)
 
 
+def _pseudonymise(pipeline: Any, s: Settings) -> None:
+    """TOUCHSTREAM_PSEUDONYMISE on a freshly built pipeline (live worker; before any event or state).
+
+    ``streams.app.runtime.pipeline_config`` does not set ``PipelineConfig.pseudonyms`` (yet), so
+    the worker and ``touchstream process`` both get it here, from the same settings."""
+    if pipeline.config.pseudonyms is None:
+        pseudonyms = s.pseudonymiser()
+        if pseudonyms is not None:
+            pipeline.use_pseudonyms(pseudonyms)
+
+
 def _secrets(s: Settings) -> list[str]:
     """Values that must never reach a log line (see streams.logs.Redact)."""
     from streams.notify import NotifierError, notifier_urls
 
-    found = [x for x in (s.kafka_sasl_password, s.web_token) if x]
+    found = [x for x in (s.kafka_sasl_password, s.web_token, s.pseudonym_salt) if x]
     with contextlib.suppress(NotifierError):
         found += list(notifier_urls(os.environ).values())
     return found
@@ -253,21 +278,50 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         Path(args.truth).write_bytes(orjson.dumps(simulate.truth(cfg), option=orjson.OPT_INDENT_2))
     if args.out == "kafka":
         s = _settings(args)
-        return asyncio.run(_simulate_kafka(s, cfg))
+        with _progress(args, "simulate", unit="events") as progress:
+            return asyncio.run(_simulate_kafka(s, cfg, progress))
     t0 = time.monotonic()
-    if args.noise:
-        n = 0
-        with open(args.out, "wb") as fh:
-            for line in simulate.add_noise(simulate.generate(cfg), args.noise, args.seed):
-                fh.write(line + b"\n")
-                n += 1
-    else:
-        n = simulate.write_jsonl(cfg, args.out)
+    with _progress(args, "simulate", unit="messages") as progress:
+        n = _simulate_file(cfg, args.out, args.noise, args.seed, progress)
     print(f"wrote {n} messages to {args.out} in {time.monotonic() - t0:.1f}s", file=sys.stderr)
     return 0
 
 
-async def _simulate_kafka(s: Settings, cfg: Any) -> int:
+def _simulate_file(cfg: Any, path: str, noise: float, seed: int, progress: Any) -> int:
+    """The feed as JSON lines (the bytes of ``simulate.write_jsonl``; with ``noise``, of ``add_noise``).
+
+    Progress: the fraction is the event time reached (events come in occurred_at order), since
+    the number of events of a run is only known at its end."""
+    from streams import simulate
+    from streams.core.contract import parse_timestamp
+
+    start, span = cfg.start_ms, max(1.0, cfg.duration_s * 1000)
+    latest = [start]
+
+    def events() -> Any:
+        for ev in simulate.generate(cfg):
+            latest[0] = ev["occurred_at"]
+            yield ev
+
+    lines = simulate.add_noise(events(), noise, seed) if noise else map(simulate.dumps, events())
+    n = 0
+    buf: list[bytes] = []
+    with open(path, "wb") as fh:
+        for line in lines:
+            buf.append(line)
+            if len(buf) >= 8192:
+                fh.write(b"\n".join(buf) + b"\n")
+                n += len(buf)
+                buf.clear()
+                progress.update(n, fraction=(parse_timestamp(latest[0]) - start) / span)
+        if buf:
+            fh.write(b"\n".join(buf) + b"\n")
+            n += len(buf)
+    progress.update(n, fraction=1.0)
+    return n
+
+
+async def _simulate_kafka(s: Settings, cfg: Any, progress: Any = None) -> int:
     from aiokafka import AIOKafkaProducer
 
     from streams.app import topics
@@ -279,8 +333,12 @@ async def _simulate_kafka(s: Settings, cfg: Any) -> int:
                                 enable_idempotence=True, **client_kwargs(s))
     await producer.start()
     try:
+        t0 = time.monotonic()
+
         async def send(key: bytes, value: bytes) -> None:
             await producer.send(s.topic(topics.RAW), value=value, key=key)
+            if progress is not None:  # paced to the wall clock: the fraction is the time gone
+                progress.advance(fraction=(time.monotonic() - t0) / max(cfg.duration_s, 1e-9))
 
         n = await stream_live(cfg, send)
     finally:
@@ -294,8 +352,12 @@ def cmd_process(args: argparse.Namespace) -> int:
     from streams.offline import process_file
 
     s = _settings(args)
+    config, pseudonyms = pipeline_config(s), s.pseudonymiser()
+    if config.pseudonyms is None and pseudonyms is not None:  # as the worker gets it (_pseudonymise)
+        config = replace(config, pseudonyms=pseudonyms)
     t0 = time.monotonic()
-    summary = process_file(Path(args.input), Path(args.out), pipeline_config(s))
+    with _progress(args, "process", unit="lines") as progress:
+        summary = process_file(Path(args.input), Path(args.out), config, progress)
     dt = time.monotonic() - t0
     print(orjson.dumps({
         "lines": summary.lines, "valid": summary.valid, "dead_lettered": summary.dead_lettered,
@@ -350,7 +412,8 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     from streams.dlq import replay
 
     s = _settings(args)
-    res = asyncio.run(replay(s, reason=args.reason, timeout_s=args.timeout))
+    with _progress(args, "dlq replay", unit="letters") as progress:
+        res = asyncio.run(replay(s, reason=args.reason, timeout_s=args.timeout, progress=progress))
     print(orjson.dumps(res).decode())
     return 0
 
@@ -434,7 +497,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data-dir", help="overrides TOUCHSTREAM_DATA_DIR")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output on stderr")
     sub = p.add_subparsers(dest="command", required=True)
+
+    def quiet(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        # SUPPRESS: an omitted sub-command flag must not reset a global --quiet
+        sp.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress output on stderr")
+        return sp
 
     k = sub.add_parser("kafka", help="start/stop the local Kafka (KRaft, Maven-resolved jars)")
     k.add_argument("action", choices=["start", "stop"])
@@ -442,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--data-dir", help="overrides TOUCHSTREAM_DATA_DIR")
     k.set_defaults(fn=cmd_kafka)
 
-    mg = sub.add_parser("migrate", help="apply ClickHouse migrations")
+    mg = quiet(sub.add_parser("migrate", help="apply ClickHouse migrations"))
     mg.add_argument("--cluster-ddl", metavar="CLUSTER", help="print the replicated + Distributed DDL instead")
     mg.set_defaults(fn=cmd_migrate)
     sub.add_parser("worker", help="run the stream worker").set_defaults(fn=cmd_worker)
@@ -453,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=1)
     r.set_defaults(fn=cmd_run)
 
-    sm = sub.add_parser("simulate", help="seeded realistic touchpoints, with injected incidents")
+    sm = quiet(sub.add_parser("simulate", help="seeded realistic touchpoints, with injected incidents"))
     sm.add_argument("--rate", type=float, default=100.0)
     sm.add_argument("--duration", type=float, default=600.0)
     sm.add_argument("--seed", type=int, default=1)
@@ -464,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="file output: fraction of events followed by a malformed copy (DLQ demo)")
     sm.set_defaults(fn=cmd_simulate)
 
-    pr = sub.add_parser("process", help="run the core offline over a JSON-lines file")
+    pr = quiet(sub.add_parser("process", help="the core offline over a JSON-lines file (also the backfill)"))
     pr.add_argument("input")
     pr.add_argument("--out", required=True)
     pr.set_defaults(fn=cmd_process)
@@ -501,7 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", help="also write the figures to this file")
     b.set_defaults(fn=cmd_bench)
 
-    d = sub.add_parser("dlq", help="dead-letter tools")
+    d = quiet(sub.add_parser("dlq", help="dead-letter tools"))
     d.add_argument("action", choices=["replay"])
     d.add_argument("--reason", help="only messages dead-lettered for this reason")
     d.add_argument("--timeout", type=float, default=10.0, help="stop when no DLQ message arrives for this long")
@@ -513,7 +583,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from streams.logs import setup
 
-    setup("human", os.environ.get("TOUCHSTREAM_LOG_LEVEL") or "warning")
+    secrets: list[str] = []
+    with contextlib.suppress(Exception):  # a bad setting is reported by the command itself
+        secrets = _secrets(Settings.from_env())
+    setup("human", os.environ.get("TOUCHSTREAM_LOG_LEVEL") or "warning", secrets)
     with contextlib.suppress(KeyboardInterrupt):
         return int(args.fn(args) or 0)
     return 130

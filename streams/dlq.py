@@ -25,10 +25,15 @@ from streams.app import topics
 from streams.core.contract import Rejection, validate
 from streams.core.deadletter import original_of
 from streams.kafka_admin import client_kwargs
+from streams.progress import Progress
 from streams.settings import Settings
 
 
-async def replay(s: Settings, reason: str | None = None, timeout_s: float = 10.0) -> dict[str, Any]:
+async def replay(
+    s: Settings, reason: str | None = None, timeout_s: float = 10.0, progress: Progress | None = None
+) -> dict[str, Any]:
+    """``progress``: letters read, out of those between the group's committed offsets and the
+    end offsets at the start (what this replay will read)."""
     group = f"{s.app_id}-dlq-replay-{reason or 'all'}"
     topic = s.topic(topics.DLQ)
     consumer = AIOKafkaConsumer(
@@ -43,6 +48,8 @@ async def replay(s: Settings, reason: str | None = None, timeout_s: float = 10.0
         await consumer.topics()  # metadata, so the topic's partitions are known
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         ends: dict[TopicPartition, int] = await consumer.end_offsets(parts) if parts else {}
+        if progress is not None and ends:
+            progress.set_total(await _pending(consumer, ends))
         idle_since = time.monotonic()
         while time.monotonic() - idle_since < timeout_s:
             if ends and await _caught_up(consumer, ends):
@@ -79,10 +86,25 @@ async def replay(s: Settings, reason: str | None = None, timeout_s: float = 10.0
                     counts["resent"] += 1
             await producer.flush()
             await consumer.commit()
+            if progress is not None:
+                progress.update(counts["read"])
     finally:
         await producer.stop()
         await consumer.stop()
     return counts
+
+
+async def _pending(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> int | None:
+    """Letters from the group's committed offsets (or the log start) to ``ends``; None if unknown."""
+    try:
+        starts = await consumer.beginning_offsets(list(ends))
+        total = 0
+        for tp, end in ends.items():
+            committed = await consumer.committed(tp)
+            total += max(0, end - max(starts.get(tp, 0), committed if committed is not None else 0))
+    except Exception:  # only the progress display needs it: show counts without a total
+        return None
+    return total
 
 
 async def _caught_up(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:

@@ -42,15 +42,20 @@ The embedded ClickHouse engine is single-process: several workers on it run
 | TOUCHSTREAM_WEB_TOKEN | – | if set: endpoints other than /health, /metrics need ``Authorization: Bearer <it>`` |
 | TOUCHSTREAM_LOG_FORMAT | json | worker logs: ``json`` lines or ``human`` (``touchstream run``: always human) |
 | TOUCHSTREAM_LOG_LEVEL | info | worker log level (the CLI's own commands: warning unless set) |
+| TOUCHSTREAM_PSEUDONYMISE | (empty: off) | tenants whose identifiers leave pseudonymised: ``acme,globex`` or ``*`` |
+| TOUCHSTREAM_PSEUDONYM_SALT | – | secret key of the pseudonyms (>= 16 chars); required with the above; never logged |
+| TOUCHSTREAM_PSEUDONYM_TYPES | email,phone,whatsapp | identifier types to pseudonymise (also ``user_id``, ...) |
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from streams.core.pseudonym import DEFAULT_TYPES, Pseudonymiser, parse_tenants, parse_types
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -81,7 +86,7 @@ class Settings:
     kafka_security_protocol: str
     kafka_sasl_mechanism: str | None
     kafka_sasl_username: str | None
-    kafka_sasl_password: str | None
+    kafka_sasl_password: str | None = field(repr=False)
     kafka_ssl_cafile: str | None
     clickhouse_url: str
     clickhouse_database: str
@@ -106,9 +111,12 @@ class Settings:
     sink_flush_s: float
     web_host: str
     web_port: int
-    web_token: str | None
+    web_token: str | None = field(repr=False)
     log_format: str
     log_level: str
+    pseudonymise: tuple[str, ...]  # tenant ids, ("*",) = all, () = off
+    pseudonym_salt: str | None = field(repr=False)
+    pseudonym_types: tuple[str, ...]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -149,11 +157,19 @@ class Settings:
             web_token=env.get("TOUCHSTREAM_WEB_TOKEN") or None,
             log_format=env.get("TOUCHSTREAM_LOG_FORMAT") or "json",
             log_level=env.get("TOUCHSTREAM_LOG_LEVEL") or "info",
+            pseudonymise=parse_tenants(env.get("TOUCHSTREAM_PSEUDONYMISE")),
+            pseudonym_salt=env.get("TOUCHSTREAM_PSEUDONYM_SALT") or None,
+            pseudonym_types=parse_types(env.get("TOUCHSTREAM_PSEUDONYM_TYPES") or ",".join(DEFAULT_TYPES)),
         )
         s = replace(s, **overrides) if overrides else s
         if s.role not in ("all", "process", "sink"):
             raise ValueError(f"TOUCHSTREAM_ROLE must be all, process or sink, got {s.role!r}")
+        s.pseudonymiser()  # refuses a missing or short salt at start-up, not at the first event
         return s
+
+    def pseudonymiser(self) -> Pseudonymiser | None:
+        """The pseudonymiser of ``TOUCHSTREAM_PSEUDONYMISE`` (None when it names no tenant)."""
+        return Pseudonymiser.configured(self.pseudonymise, self.pseudonym_salt, self.pseudonym_types)
 
     @property
     def bootstrap(self) -> str:

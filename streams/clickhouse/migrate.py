@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streams.clickhouse.client import ClickHouse
+from streams.progress import Progress
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent.parent / "schemas" / "clickhouse"
 
@@ -57,8 +58,12 @@ def statements(sql: str) -> list[str]:
     return out
 
 
-def migrate(ch: ClickHouse, schema_dir: Path = SCHEMA_DIR, raw_ttl_days: int | None = None) -> list[str]:
-    """Apply pending migrations; returns the versions applied now (empty when up to date)."""
+def migrate(
+    ch: ClickHouse, schema_dir: Path = SCHEMA_DIR, raw_ttl_days: int | None = None, progress: Progress | None = None
+) -> list[str]:
+    """Apply pending migrations; returns the versions applied now (empty when up to date).
+
+    ``progress`` (``touchstream migrate``) counts the statements of the pending migrations."""
     ttl = raw_ttl_days if raw_ttl_days is not None else int(os.environ.get("TOUCHSTREAM_RAW_TTL_DAYS", "400"))
     ch.command(
         f"CREATE TABLE IF NOT EXISTS {ch.db}.schema_migrations "
@@ -67,7 +72,10 @@ def migrate(ch: ClickHouse, schema_dir: Path = SCHEMA_DIR, raw_ttl_days: int | N
     )
     applied = {v: c for v, c in ch.query(f"SELECT version, checksum FROM {ch.db}.schema_migrations")}
     done: list[str] = []
-    for m in load(schema_dir):
+    migrations = load(schema_dir)
+    if progress is not None:
+        progress.set_total(sum(len(statements(m.sql)) for m in migrations if m.version not in applied))
+    for m in migrations:
         if m.version in applied:
             if applied[m.version] != m.checksum:
                 raise RuntimeError(
@@ -76,6 +84,8 @@ def migrate(ch: ClickHouse, schema_dir: Path = SCHEMA_DIR, raw_ttl_days: int | N
             continue
         for stmt in statements(m.sql):
             ch.command(stmt.replace("{db}", ch.db).replace("{raw_ttl_days}", str(ttl)))
+            if progress is not None:
+                progress.advance()
         ch.insert("schema_migrations", [[m.version, m.name, m.checksum]], ["version", "name", "checksum"])
         done.append(m.version)
     return done

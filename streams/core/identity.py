@@ -11,7 +11,9 @@ Person ids are stable and deterministic, so a replay of the same input yields th
 
 * a new person is named after the strongest identifier of its founding event,
   ``"p_" + blake2b(f"{tenant}|{type}|{value}", digest_size=8)``, strength in the order of
-  :data:`streams.core.model.IDENTITY_TYPES` (unknown types rank last, by name);
+  :data:`streams.core.model.IDENTITY_TYPES` (unknown types rank last, by name); for a tenant
+  whose identifiers are pseudonymised the hash is keyed with a secret per-tenant key
+  (``streams/core/pseudonym.py``), so the id does not give the identifier away;
 * on a merge the lexicographically smaller person id survives; the other is gone for good: all
   its identifiers are re-pointed to the survivor eagerly and its record is deleted. No tombstone
   is kept because none is needed: identifiers are never detached, and a person's founding
@@ -56,7 +58,7 @@ There is no in-memory index, so nothing to rebuild after a changelog recovery.
 from __future__ import annotations
 
 from bisect import insort
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any
@@ -69,13 +71,20 @@ _RANK: dict[str, int] = {t: i for i, t in enumerate(IDENTITY_TYPES)}
 _ZEROISH = "0-+"
 
 
-def _digest(text: str) -> str:
+def _digest(text: str, key: bytes | None = None) -> str:
+    if key:
+        return "p_" + blake2b(text.encode(), digest_size=8, key=key).hexdigest()
     return "p_" + blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-def person_id_for(tenant_id: str, id_type: str, value: str) -> str:
-    """The id a person founded by this identifier gets (exposed so tests and tools can predict it)."""
-    return _digest(f"{tenant_id}|{id_type}|{value}")
+def person_id_for(tenant_id: str, id_type: str, value: str, key: bytes | None = None) -> str:
+    """The id a person founded by this identifier gets (exposed so tests and tools can predict it).
+
+    ``key``: the tenant's person-id key when its identifiers are pseudonymised
+    (:meth:`streams.core.pseudonym.Pseudonymiser.person_key`); an unkeyed hash of an email or
+    phone could be reversed by enumerating candidates, a keyed one cannot.
+    """
+    return _digest(f"{tenant_id}|{id_type}|{value}", key)
 
 
 def event_person_id(tenant_id: str, event_id: str) -> str:
@@ -149,10 +158,17 @@ class Resolution:
 
 
 class IdentityGraph:
-    __slots__ = ("_cap", "_junk", "_store", "_strong", "config")
+    __slots__ = ("_cap", "_founding_key", "_junk", "_store", "_strong", "config")
 
-    def __init__(self, store: Store, config: IdentityConfig | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: IdentityConfig | None = None,
+        person_key: Callable[[str], bytes | None] | None = None,
+    ) -> None:
+        """``person_key(tenant)``: key of the founding-id hash for pseudonymised tenants (None: unkeyed)."""
         self._store = store
+        self._founding_key = person_key
         self.config = cfg = config or IdentityConfig()
         self._junk = frozenset(v.strip().lower() for v in cfg.junk_values)
         self._strong = tuple(_ordered_types(cfg.strong_types))
@@ -277,7 +293,8 @@ class IdentityGraph:
 
     def _new_person_id(self, tenant_id: str, id_type: str, value: str) -> str:
         """Founding id; a suffix only on a 64-bit hash collision with a live person (never in practice)."""
-        base = pid = person_id_for(tenant_id, id_type, value)
+        key = self._founding_key(tenant_id) if self._founding_key is not None else None
+        base = pid = person_id_for(tenant_id, id_type, value, key)
         n = 1
         while self._store.get(self._person_key(tenant_id, pid)) is not None:
             n += 1

@@ -16,7 +16,7 @@ a refinement of a per-partition one: one tenant's skewed clock cannot close anot
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from streams.core.anomaly import AnomalyDetector, DetectorConfig
@@ -26,6 +26,7 @@ from streams.core.funnel import FunnelAggregator, FunnelConfig
 from streams.core.identity import IdentityConfig, IdentityGraph
 from streams.core.model import Touchpoint
 from streams.core.paging import Pager, PagingConfig
+from streams.core.pseudonym import Pseudonymiser
 from streams.core.sessions import SessionConfig, Sessionizer
 from streams.core.sla import PolicySet, SlaEngine
 from streams.core.stages import StageMap
@@ -47,6 +48,8 @@ class PipelineConfig:
     policies: PolicySet | None = None
     paging: PagingConfig = field(default_factory=PagingConfig)
     stage_map: StageMap = field(default_factory=StageMap)
+    #: identifiers of configured tenants leave pseudonymised (applied in ``drain``; streams/core/pseudonym.py)
+    pseudonyms: Pseudonymiser | None = None
 
 
 @dataclass
@@ -76,7 +79,9 @@ class Pipeline:
         self.config = cfg = config or PipelineConfig()
         self.stores = stores if stores is not None else {ns: MemoryStore(ns) for ns in NAMESPACES}
         self.dedup = DedupWindow(self.stores["dedup"], cfg.dedup_window_ms)
-        self.identity = IdentityGraph(self.stores["identity"], cfg.identity)
+        self.identity = IdentityGraph(
+            self.stores["identity"], cfg.identity, cfg.pseudonyms.person_key if cfg.pseudonyms else None
+        )
         self.sessions = Sessionizer(
             self.stores["sessions"], SessionConfig(cfg.session_gap_ms, cfg.allowed_lateness_ms)
         )
@@ -232,8 +237,19 @@ class Pipeline:
             self._emit_funnel(tenant, by_tenant[tenant], now_ms)
 
     def drain(self) -> Outputs:
+        """Everything emitted since the last drain: the one exit of the stage (live and offline)."""
         out, self.out = self.out, Outputs()
+        if self.config.pseudonyms is not None:
+            self.config.pseudonyms.apply(out)
         return out
+
+    def use_pseudonyms(self, pseudonyms: Pseudonymiser | None) -> None:
+        """Set pseudonymisation on a pipeline built without it, before its first event or state reload
+        (the identity graph's person-id key depends on it)."""
+        self.config = replace(self.config, pseudonyms=pseudonyms)
+        self.identity = IdentityGraph(
+            self.stores["identity"], self.config.identity, pseudonyms.person_key if pseudonyms else None
+        )
 
 
 def ms_to_iso(ms: int | None) -> str | None:

@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
+import pytest
 
 from streams import simulate
 from streams.offline import OUTPUT_FILES, process_file
@@ -13,8 +14,8 @@ from streams.offline import OUTPUT_FILES, process_file
 START = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 
-def _feed(path: Path, noise: float = 0.0) -> list[dict]:
-    cfg = simulate.SimConfig(rate=40, duration_s=600, seed=3, start_ms=START, incidents=())
+def _feed(path: Path, noise: float = 0.0, rate: float = 40, duration_s: float = 600) -> list[dict]:
+    cfg = simulate.SimConfig(rate=rate, duration_s=duration_s, seed=3, start_ms=START, incidents=())
     events = list(simulate.generate(cfg))
     lines = simulate.add_noise(events, noise, seed=5) if noise else (orjson.dumps(e) for e in events)
     path.write_bytes(b"".join(line + b"\n" for line in lines))
@@ -68,3 +69,52 @@ def test_bad_input_goes_to_dlq_with_its_reason_and_duplicates_are_dropped(tmp_pa
     reasons = Counter(d["reason"] for d in dlq)
     expected = set(simulate.NOISE_KINDS.values()) - {"duplicate"}
     assert set(reasons) == expected
+
+
+def test_touchstream_process_with_pseudonymisation_emits_no_raw_emails_or_phones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`touchstream process` end to end (CLI → settings → pipeline → files) with one tenant configured."""
+    from streams.cli import build_parser
+
+    events = _feed(tmp_path / "in.jsonl", rate=20, duration_s=300)
+    tenants = sorted({e["tenant_id"] for e in events})
+    hidden, shown = tenants[0], tenants[1:]
+    monkeypatch.setenv("TOUCHSTREAM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TOUCHSTREAM_PSEUDONYMISE", hidden)
+    monkeypatch.setenv("TOUCHSTREAM_PSEUDONYM_SALT", "a-long-enough-test-salt")
+    monkeypatch.delenv("TOUCHSTREAM_PSEUDONYM_TYPES", raising=False)
+    args = build_parser().parse_args(["process", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "out")])
+    assert args.fn(args) == 0
+    captured = capsys.readouterr()
+    assert orjson.loads(captured.out)["valid"] == len(events)  # stdout: only the JSON summary
+    assert "process:" in captured.err  # progress went to stderr
+
+    def raw_values(tenant: str) -> set[bytes]:
+        vals = set()
+        for e in events:
+            if e["tenant_id"] == tenant:
+                for t in ("email", "phone", "whatsapp_id"):
+                    if t in e["identities"]:
+                        v = e["identities"][t]
+                        vals.add((v.strip().lower() if t == "email" else v).encode())
+        return vals
+
+    assert raw_values(hidden), "the feed must give the configured tenant emails or phones to hide"
+    outputs = {name: (tmp_path / "out" / name).read_bytes().lower() for _, name in OUTPUT_FILES}
+    everything = b"".join(outputs.values())
+    leaked = {v for v in raw_values(hidden) if v in everything}
+    assert not leaked
+    enriched = _jsonl(tmp_path / "out" / "enriched.jsonl")
+    hidden_ids = [v for e in enriched if e["tenant_id"] == hidden for t, v in e["identities"].items()
+                  if t in ("email", "phone", "whatsapp_id")]
+    assert hidden_ids and all(v.startswith("h:") for v in hidden_ids)
+    # the other tenants are untouched
+    for tenant in shown:
+        assert all(v in outputs["enriched.jsonl"] for v in raw_values(tenant))
+    # stitching still worked on the raw values: same persons as a run without pseudonymisation
+    plain = tmp_path / "plain"
+    process_file(tmp_path / "in.jsonl", plain)
+    a, b = ({e["person_id"] for e in _jsonl(p) if e["tenant_id"] == hidden}
+            for p in (tmp_path / "out" / "enriched.jsonl", plain / "enriched.jsonl"))
+    assert len(a) == len(b) and a != b  # as many persons, under keyed ids
