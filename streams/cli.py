@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +114,6 @@ def _start_worker(s: Settings, extra_tasks: list[Any] | None = None, log_format:
     from streams.logs import logging_config
 
     rt = build(s)
-    _pseudonymise(rt.pipeline, s)
     for make_task in extra_tasks or []:
         rt.app.task(make_task(rt))
     worker = Worker(rt.app, loglevel=s.log_level, quiet=True, redirect_stdouts=False,
@@ -134,17 +132,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     s = _settings(args)
     _prepare(s)
     return _start_worker(s)
-
-
-def _pseudonymise(pipeline: Any, s: Settings) -> None:
-    """TOUCHSTREAM_PSEUDONYMISE on a freshly built pipeline (live worker; before any event or state).
-
-    ``streams.app.runtime.pipeline_config`` does not set ``PipelineConfig.pseudonyms`` (yet), so
-    the worker and ``touchstream process`` both get it here, from the same settings."""
-    if pipeline.config.pseudonyms is None:
-        pseudonyms = s.pseudonymiser()
-        if pseudonyms is not None:
-            pipeline.use_pseudonyms(pseudonyms)
 
 
 def _secrets(s: Settings) -> list[str]:
@@ -352,9 +339,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     from streams.offline import process_file
 
     s = _settings(args)
-    config, pseudonyms = pipeline_config(s), s.pseudonymiser()
-    if config.pseudonyms is None and pseudonyms is not None:  # as the worker gets it (_pseudonymise)
-        config = replace(config, pseudonyms=pseudonyms)
+    config = pipeline_config(s)
     t0 = time.monotonic()
     with _progress(args, "process", unit="lines") as progress:
         summary = process_file(Path(args.input), Path(args.out), config, progress)

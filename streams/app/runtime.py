@@ -43,6 +43,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         idle_advance_ms=settings.idle_advance_ms,
         funnel_window_ms=settings.funnel_window_ms,
         policies=policies,
+        pseudonyms=settings.pseudonymiser(),
     )
 
 

@@ -16,7 +16,7 @@ a refinement of a per-partition one: one tenant's skewed clock cannot close anot
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from streams.core.anomaly import AnomalyDetector, DetectorConfig
@@ -242,14 +242,6 @@ class Pipeline:
         if self.config.pseudonyms is not None:
             self.config.pseudonyms.apply(out)
         return out
-
-    def use_pseudonyms(self, pseudonyms: Pseudonymiser | None) -> None:
-        """Set pseudonymisation on a pipeline built without it, before its first event or state reload
-        (the identity graph's person-id key depends on it)."""
-        self.config = replace(self.config, pseudonyms=pseudonyms)
-        self.identity = IdentityGraph(
-            self.stores["identity"], self.config.identity, pseudonyms.person_key if pseudonyms else None
-        )
 
 
 def ms_to_iso(ms: int | None) -> str | None:

@@ -175,17 +175,6 @@ def test_stitching_uses_raw_values_and_outputs_carry_pseudonyms() -> None:
     ]
 
 
-def test_use_pseudonyms_on_a_built_pipeline_matches_the_config_route() -> None:
-    ps = Pseudonymiser(SALT, ("acme",))
-    events = [tp("acme", "e1", T0, {"email": "anna@example.com"})]
-    a = Pipeline(PipelineConfig(pseudonyms=ps))
-    b = Pipeline()
-    b.use_pseudonyms(ps)
-    for p in (a, b):
-        p.process(events[0])
-    assert a.drain().enriched == b.drain().enriched
-
-
 # --------------------------------------------------------------------------- property
 _local = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._", min_size=2, max_size=12).filter(
     lambda s: s[0].isalnum()
