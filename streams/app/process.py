@@ -9,12 +9,15 @@ A crash after 2 re-delivers the batch, and the replay re-emits the same records 
 on outputs; ClickHouse collapses them). A crash after 3 finds the events in the dedup state,
 so the replay emits nothing twice and state is never applied twice.
 
-The tick (every 0.25 s, a Faust timer) advances SLA deadlines and watermarks by the wall
-clock; it shares a lock with the batch loop so both see consistent state.
+The clock (a Faust task) ticks every 0.25 s to advance watermarks by the wall clock, and wakes
+in between at the next SLA/page deadline; it shares a lock with the batch loop so both see
+consistent state.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -28,7 +31,8 @@ from streams.core.contract import from_valid_dict, parse_timestamp
 if TYPE_CHECKING:
     from streams.app.runtime import Runtime
 
-TICK_S = 0.25
+TICK_S = 0.25  # full tick period: watermarks, idle tenants, feed-stall checks, gauges
+MIN_SLEEP_S = 0.005  # floor between clock wake-ups, so a storm of deadlines cannot starve ingest
 
 
 def register(rt: Runtime, table: Any) -> None:
@@ -91,15 +95,39 @@ def register(rt: Runtime, table: Any) -> None:
             metrics.EVENTS_IN.labels(topics.VALID).inc(len(events))
             await commit_outputs()
 
-    @app.timer(TICK_S, name="tick")
-    async def tick() -> None:
-        if rt.ready:
-            await complete(tick_once(), "clock tick")
+    @app.task
+    async def clock() -> None:
+        """Every ``TICK_S`` the full tick; in between, wake at the next SLA/page deadline.
 
-    async def tick_once() -> None:
+        A fixed-period timer would add up to one period to every breach; sleeping until the
+        next deadline fires it as soon as the lock is free. Deadlines that fall due while a
+        tick runs are fired by the next wake-up, so under a storm ticks run back to back and
+        each one takes what is due: the batch size follows the load."""
+        last_full = 0.0
+        while True:
+            delay = TICK_S
+            if rt.ready:
+                mono = time.monotonic()
+                full = mono - last_full >= TICK_S
+                fired_at = now_ms()
+                await complete(tick_once(fired_at, full), "clock tick")
+                if full:
+                    last_full = mono
+                delay = TICK_S - (time.monotonic() - last_full)
+                nxt = pipeline.next_due(fired_at)
+                if nxt is not None:
+                    delay = min(delay, (nxt - now_ms()) / 1000)
+            await asyncio.sleep(max(MIN_SLEEP_S, delay))
+
+    async def tick_once(at_ms: int, full: bool) -> None:
         async with rt.lock:
-            pipeline.tick(now_ms(), wall=True)
+            if full:
+                pipeline.tick(max(at_ms, now_ms()), wall=True)
+            else:
+                pipeline.fire_timers(max(at_ms, now_ms()))
             await commit_outputs()
+            if not full:
+                return
             metrics.OPEN_SESSIONS.set(pipeline.sessions.open_sessions())
             metrics.OPEN_WAITS.set(pipeline.sla.open_waits())
             oldest = pipeline.sla.oldest_wait_started()

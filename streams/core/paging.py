@@ -245,6 +245,48 @@ class Page:
         return asdict(self)
 
 
+class DueIndex:
+    """Keys with a due time: set/pop in O(log n), and the due ones in (due, key) order.
+
+    ``observe`` checks for due windows on every SLA record; scanning and sorting all windows
+    each time made a breach storm quadratic. A heap with lazy deletion (the dict is the truth,
+    stale heap entries are skipped) keeps that check O(1) when nothing is due.
+    """
+
+    __slots__ = ("_due", "_heap")
+
+    def __init__(self) -> None:
+        self._due: dict[str, int] = {}
+        self._heap: list[tuple[int, str]] = []
+
+    def __setitem__(self, key: str, due: int) -> None:
+        self._due[key] = due
+        heapq.heappush(self._heap, (due, key))
+
+    def pop(self, key: str, default: int | None = None) -> int | None:
+        return self._due.pop(key, default)
+
+    def clear(self) -> None:
+        self._due.clear()
+        self._heap.clear()
+
+    def values(self) -> list[int]:
+        return list(self._due.values())
+
+    def take_due(self, now_ms: int) -> list[str]:
+        """Keys due at ``now_ms`` in (due, key) order; they stay set until popped."""
+        out: list[str] = []
+        heap, due = self._heap, self._due
+        while heap and heap[0][0] <= now_ms:
+            at, key = heapq.heappop(heap)
+            if due.get(key) == at and (not out or out[-1] != key):
+                out.append(key)
+        if len(heap) > 4 * len(due) + 64:  # many stale entries: rebuild
+            self._heap = [(at, key) for key, at in due.items()]
+            heapq.heapify(self._heap)
+        return out
+
+
 class Pager:
     """Turns ``sla_event`` records and input activity into pages; state lives in ``store``."""
 
@@ -253,7 +295,7 @@ class Pager:
     def __init__(self, store: Store, config: PagingConfig | None = None) -> None:
         self._store = store
         self.config = config if config is not None else PagingConfig()
-        self._windows: dict[str, int] = {}  # window store key -> flush time
+        self._windows = DueIndex()  # window store key -> flush time
         self._escalations: dict[str, int] = {}  # page store key -> escalate time (unescalated, open)
         self._open: dict[tuple[str, str], set[str]] = {}  # (tenant, channel) -> open (not done) wait ids
         self._stalled: set[tuple[str, str]] = set()
@@ -358,10 +400,12 @@ class Pager:
         self._expire(now_ms)
         return out
 
-    def next_due(self) -> int | None:
-        """Earliest group flush or escalation, possibly in the past (an escalation held back by a
-        stalled feed stays due). A hint only: stall checks need regular ticks anyway."""
-        times = [*self._windows.values(), *self._escalations.values()]
+    def next_due(self, after_ms: int | None = None) -> int | None:
+        """Earliest group flush or escalation (later than ``after_ms`` when given: an escalation
+        held back by a stalled feed stays due in the past). A hint only: stall checks need
+        regular ticks anyway."""
+        times = [t for t in (*self._windows.values(), *self._escalations.values())
+                 if after_ms is None or t > after_ms]
         return min(times) if times else None
 
     def open_pages(self) -> int:
@@ -448,9 +492,8 @@ class Pager:
     # --- pages ------------------------------------------------------------------------------
     def _flush_due(self, now_ms: int) -> list[Page]:
         out: list[Page] = []
-        for gkey, due in sorted(self._windows.items(), key=lambda kv: (kv[1], kv[0])):
-            if due <= now_ms:
-                out += self._flush(gkey, now_ms)
+        for gkey in self._windows.take_due(now_ms):
+            out += self._flush(gkey, now_ms)
         return out
 
     def _flush(self, gkey: str, now_ms: int) -> list[Page]:

@@ -177,8 +177,7 @@ class Pipeline:
         ``wall=True`` (live): ``now_ms`` is the wall clock and drives the idle fallback.
         ``wall=False`` (offline): ``now_ms`` is the replay's event-time clock.
         """
-        self._route_sla(self.sla.advance(now_ms), now_ms)
-        self.out.pages.extend(p.to_dict() for p in self.pager.advance(now_ms))
+        self.fire_timers(now_ms)
         for tenant, _ in self.stores["watermark"].items():
             wm = self.watermark(tenant, now_ms if wall else None)
             if wm is None:
@@ -190,6 +189,20 @@ class Pipeline:
             else:
                 self._observe_silence(tenant)
             self.dedup.expire(tenant, wm)
+
+    def fire_timers(self, now_ms: int) -> None:
+        """SLA warnings/breaches and page windows/escalations due at ``now_ms`` (no watermark work).
+
+        Live, the shell calls this at each deadline (see ``next_due``) between regular ticks, so
+        a breach is not held back by the tick period."""
+        self._route_sla(self.sla.advance(now_ms), now_ms)
+        self.out.pages.extend(p.to_dict() for p in self.pager.advance(now_ms))
+
+    def next_due(self, after_ms: int) -> int | None:
+        """Earliest SLA milestone or page window/escalation later than ``after_ms`` (the last
+        ``fire_timers`` time: what is still due then is held back on purpose); ``None`` if none."""
+        times = [t for t in (self.sla.next_due(), self.pager.next_due(after_ms)) if t is not None and t > after_ms]
+        return min(times) if times else None
 
     def _observe_silence(self, tenant: str) -> None:
         """A tenant whose tracking died sends nothing: feed the detector the empty closed window,
@@ -221,8 +234,7 @@ class Pipeline:
 
     def close_all(self, now_ms: int) -> None:
         """End of offline input: close every session and window so nothing stays pending."""
-        self._route_sla(self.sla.advance(now_ms), now_ms)
-        self.out.pages.extend(p.to_dict() for p in self.pager.advance(now_ms))
+        self.fire_timers(now_ms)
         self.out.sessions.extend(self.sessions.close_all())
         rows = self.funnel.close_all()
         by_tenant: dict[str, list[dict[str, Any]]] = {}
