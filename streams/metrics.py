@@ -47,6 +47,11 @@ PRODUCE_RETRIES = Counter("touchstream_produce_retries_total", "Output batches r
 CONSUMER_LAG = Gauge(
     "touchstream_consumer_lag_messages", "Consumer group lag (end offset - committed offset)", ["topic", "partition"]
 )
+FETCH_STALL_REPAIRS = Counter(
+    "touchstream_fetch_stall_repairs_total",
+    "Assigned partitions with unread records that Faust had stopped fetching, resumed by the watchdog",
+    ["topic", "reason"],
+)
 COMMIT_STALL_REPAIRS = Counter(
     "touchstream_commit_stall_repairs_total", "Partitions re-read from the committed offset after a Faust commit stall",
     ["topic"],

@@ -1,4 +1,4 @@
-"""Timers on the consumer: lag per assigned partition, and repair of Faust's commit stall.
+"""Timers on the consumer: lag per assigned partition, and repair of two Faust stalls.
 
 Lag → ``touchstream_consumer_lag_messages``.
 
@@ -43,6 +43,7 @@ def lag_by_partition(consumer: Any, prefix: str) -> dict[tuple[str, int], int]:
 
 def register(rt: Runtime) -> None:
     register_stall_repair(rt)
+    register_fetch_repair(rt)
     shown: set[tuple[str, str]] = set()
     prefix = rt.settings.topic_prefix
 
@@ -109,4 +110,81 @@ def register_stall_repair(rt: Runtime) -> None:
                         tp.topic, tp.partition, committed, head, committed)
             metrics.COMMIT_STALL_REPAIRS.labels(tp.topic).inc()
             await repair_stall(consumer, tp, committed)
+            del first_seen[tp]
+
+
+def _ours(tp: Any, prefix: str) -> bool:
+    return tp.topic.startswith(prefix) and not tp.topic.endswith("-changelog") and "__assignor" not in tp.topic
+
+
+def unfetched_partitions(consumer: Any, prefix: str) -> dict[Any, str]:
+    """Assigned partitions of our topics that Faust's fetcher leaves out, with the reason.
+
+    Faust fetches only its "active" partitions: assigned minus paused (rebalance/recovery)
+    minus buffered (stream queue under pressure). Both exits are by callback: recovery's
+    ``resume_partitions`` and the queue's pressure-drop callback. A rebalance that lands between
+    pause and resume, or a queue cleared by flow control with a drop callback pending, can leave
+    a partition out for good: no error, lag only grows. This finds such partitions; the caller
+    decides whether they are really stuck (they stay out while the app is otherwise idle).
+    """
+    active = consumer._get_active_partitions()
+    out: dict[Any, str] = {}
+    for tp in consumer.assignment():
+        if not _ours(tp, prefix) or tp in active:
+            continue
+        if tp in consumer._paused_partitions:
+            out[tp] = "paused"
+        elif tp in consumer._buffered_partitions:
+            out[tp] = "buffered"
+        else:
+            out[tp] = "inactive"
+    return out
+
+
+def _buffer_pressure(app: Any, topic: str) -> bool:
+    """True while a stream queue of ``topic`` is above its pressure-drop size (legitimate backpressure)."""
+    for chan in app.topics._topic_name_index.get(topic, ()):
+        queue = getattr(chan, "queue", None)
+        if queue is not None and queue.qsize() > queue.pressure_drop_size:
+            return True
+    return False
+
+
+def register_fetch_repair(rt: Runtime) -> None:
+    first_seen: dict[Any, tuple[str, int | None, float]] = {}
+    prefix = rt.settings.topic_prefix
+
+    @rt.app.timer(INTERVAL_S, name="fetch_stall_repair")
+    async def repair() -> None:
+        app, consumer = rt.app, rt.app.consumer
+        if app.rebalancing or app.in_recovery or not consumer.flow_active:
+            first_seen.clear()  # pauses are expected now
+            return
+        out = unfetched_partitions(consumer, prefix)
+        for tp in list(first_seen):
+            if tp not in out:
+                del first_seen[tp]
+        if not out:
+            return
+        ends = await consumer.highwaters(*out)
+        now = time.monotonic()
+        for tp, reason in out.items():
+            committed = consumer._committed_offset.get(tp)
+            end = ends.get(tp)
+            if end is None or end <= (committed or 0):
+                first_seen.pop(tp, None)
+                continue  # nothing to read: being left out costs nothing
+            seen = first_seen.get(tp)
+            if seen is None or seen[0] != reason or seen[1] != committed:
+                first_seen[tp] = (reason, committed, now)
+                continue
+            if now - seen[2] < STALL_AFTER_S or (reason == "buffered" and _buffer_pressure(app, tp.topic)):
+                continue
+            log.warning("fetch stall on %s:%d (%s, committed %s, end %d): fetching it again from committed",
+                        tp.topic, tp.partition, reason, committed, end)
+            metrics.FETCH_STALL_REPAIRS.labels(tp.topic, reason).inc()
+            consumer._buffered_partitions.discard(tp)
+            consumer.resume_partitions([tp])
+            if committed is not None:  # records dropped while it was out would leave a gap: re-read
+                await repair_stall(consumer, tp, committed)
             del first_seen[tp]
