@@ -37,14 +37,29 @@ log = logging.getLogger(__name__)
 
 
 def batch_token(table: str, events: list[Any]) -> str:
-    """Same batch (same offsets) → same token, so ClickHouse drops an identical re-insert."""
-    spans: dict[tuple[str, int], list[int]] = {}
+    """Same records (same offsets) → same token, so ClickHouse drops an identical re-insert.
+
+    The token names every offset as contiguous runs, not just each partition's first and last:
+    a batch with a hole (a message Faust dropped on a rebalance) and its complete re-read have
+    the same span, and a span-only token made ClickHouse drop the complete batch as a duplicate
+    of the incomplete one, losing the record in the hole.
+    """
+    offsets: dict[tuple[str, int], list[int]] = {}
     for ev in events:
         m = ev.message
-        span = spans.setdefault((m.topic, m.partition), [m.offset, m.offset])
-        span[0] = min(span[0], m.offset)
-        span[1] = max(span[1], m.offset)
-    text = table + ";" + ";".join(f"{t}:{p}:{a}-{b}" for (t, p), (a, b) in sorted(spans.items()))
+        offsets.setdefault((m.topic, m.partition), []).append(m.offset)
+    parts = []
+    for (topic, partition), offs in sorted(offsets.items()):
+        offs.sort()
+        runs, start, prev = [], offs[0], offs[0]
+        for o in offs[1:]:
+            if o != prev + 1:
+                runs.append(f"{start}-{prev}")
+                start = o
+            prev = o
+        runs.append(f"{start}-{prev}")
+        parts.append(f"{topic}:{partition}:{','.join(runs)}")
+    text = table + ";" + ";".join(parts)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
