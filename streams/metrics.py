@@ -52,6 +52,10 @@ FETCH_STALL_REPAIRS = Counter(
     "Assigned partitions with unread records that Faust had stopped fetching, resumed by the watchdog",
     ["topic", "reason"],
 )
+FETCH_GAPS = Counter(
+    "touchstream_fetch_gaps_total", "Offset ranges skipped on Faust's fetch path (left uncommitted and re-read)",
+    ["topic"],
+)
 COMMIT_STALL_REPAIRS = Counter(
     "touchstream_commit_stall_repairs_total", "Partitions re-read from the committed offset after a Faust commit stall",
     ["topic"],

@@ -41,7 +41,50 @@ def lag_by_partition(consumer: Any, prefix: str) -> dict[tuple[str, int], int]:
     return out
 
 
+def guard_commits() -> None:
+    """Stop Faust from committing past offsets it never delivered (two patches, one reason).
+
+    When a message arrives more than one offset after the last one read, faust-streaming records
+    the skipped range as a "gap" and later counts it as acked (meant for compacted topics and
+    transaction markers). Our topics have neither: idempotent, non-transactional producers write
+    contiguous offsets, so a skipped offset is a message dropped on the fetch path (flow stopped
+    and queues cleared mid-rebalance), and committing past it loses it. Worse, the recorded range
+    includes the arriving offset itself, so once that message is acked the offset is in the acked
+    list twice, ``consecutive_numbers`` breaks runs there, and the commit crawls one offset per
+    interval (the restart-with-a-sink-backlog stall). With gaps left open, the hole stays at the
+    head of the acked offsets and the commit-stall repair below re-reads it: redelivery, which
+    every stage tolerates, instead of loss.
+
+    Second: ``Consumer._new_offset`` lets the acked offsets start one past the committed offset
+    (its head check is ``min(acked) - committed > 1``, written as if "committed" were the last
+    processed offset; it is the next one to read, see ``perform_seek`` and its own return value).
+    One message dropped right at the head was committed past: a lost touchpoint after a kill -9.
+    The patched check holds the commit unless the acked offsets start exactly at it.
+    """
+    from faust.transport.consumer import Consumer
+
+    if getattr(Consumer, "_touchstream_guarded", False):
+        return
+    new_offset = Consumer._new_offset
+
+    def _new_offset(self: Any, tp: Any) -> int | None:
+        acked, committed = self._acked[tp], self._committed_offset[tp]
+        if acked and committed is not None and min(acked) > committed:
+            return None  # a hole at the head: wait (the stall repair re-reads it)
+        return new_offset(self, tp)  # type: ignore[no-any-return]
+
+    async def _add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
+        metrics.FETCH_GAPS.labels(tp.topic).inc()
+        log.info("offsets %d..%d of %s:%d skipped on the fetch path: not committed past, re-read on stall",
+                 offset_from, offset_to - 1, tp.topic, tp.partition)
+
+    Consumer._add_gap = _add_gap  # type: ignore[method-assign]
+    Consumer._new_offset = _new_offset  # type: ignore[method-assign]
+    Consumer._touchstream_guarded = True  # type: ignore[attr-defined]
+
+
 def register(rt: Runtime) -> None:
+    guard_commits()
     register_stall_repair(rt)
     register_fetch_repair(rt)
     shown: set[tuple[str, str]] = set()
@@ -59,7 +102,7 @@ def register(rt: Runtime) -> None:
 
 
 def stalled_partitions(consumer: Any) -> dict[Any, tuple[int, int]]:
-    """Partitions whose acked offsets start more than one past the committed offset.
+    """Partitions whose acked offsets start past the committed offset (the next one to read).
 
     Why this exists: faust-streaming (0.15) marks a message as read before its delivery to the
     stream completes, and a rebalance can abandon that delivery (``wait_first(callback,
@@ -73,7 +116,7 @@ def stalled_partitions(consumer: Any) -> dict[Any, tuple[int, int]]:
     for tp in consumer.assignment():
         acked = acked_by_tp.get(tp)
         committed = committed_by_tp.get(tp)
-        if acked and committed is not None and min(acked) - committed > 1:
+        if acked and committed is not None and min(acked) > committed:
             out[tp] = (committed, min(acked))
     return out
 
