@@ -52,6 +52,11 @@ FETCH_STALL_REPAIRS = Counter(
     "Assigned partitions with unread records that Faust had stopped fetching, resumed by the watchdog",
     ["topic", "reason"],
 )
+REDELIVERED = Counter(
+    "touchstream_out_of_order_deliveries_total",
+    "Messages Faust delivered past a hole or again, released unprocessed by an in-order stage",
+    ["stage"],
+)
 FETCH_GAPS = Counter(
     "touchstream_fetch_gaps_total", "Offset ranges skipped on Faust's fetch path (left uncommitted and re-read)",
     ["topic"],

@@ -25,6 +25,7 @@ import orjson
 from streams import metrics
 from streams.app import topics
 from streams.app.guard import complete
+from streams.app.inorder import InOrder
 from streams.app.produce import BatchSender
 from streams.core.contract import from_valid_dict, parse_timestamp
 
@@ -41,6 +42,7 @@ def register(rt: Runtime, table: Any) -> None:
     app = rt.app
     pipeline = rt.pipeline
     sender = BatchSender(rt.out)
+    in_order = InOrder(app, "process")
 
     async def commit_outputs() -> None:
         out = pipeline.drain()
@@ -84,7 +86,8 @@ def register(rt: Runtime, table: Any) -> None:
         async for events in stream.take_events(rt.settings.process_batch, within=0.02):
             await complete(process_batch(events), "process batch")
 
-    async def process_batch(events: list[Any]) -> None:
+    async def process_batch(batch: list[Any]) -> None:
+        events = await in_order.take(batch)
         async with rt.lock:
             if not rt.ready:
                 reload()

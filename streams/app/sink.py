@@ -28,6 +28,7 @@ import orjson
 
 from streams import metrics
 from streams.app.guard import complete
+from streams.app.inorder import abandon
 from streams.clickhouse.rows import SPECS, TableSpec
 
 if TYPE_CHECKING:
@@ -92,18 +93,6 @@ async def _backoff(rt: Runtime, seconds: float) -> None:
     deadline = loop.time() + seconds
     while rt.app.flow_control.is_active() and (left := deadline - loop.time()) > 0:
         await asyncio.sleep(min(left, 0.25))
-
-
-def abandon(events: list[Any]) -> None:
-    """Release a batch for Faust's stop/rebalance without letting its offsets be committed.
-
-    ``take_events`` acks its batch when the loop body ends, however it ends. Setting
-    ``message.acked`` first (without ``consumer.ack``) makes that ack a no-op and drops the
-    messages from the set ``wait_empty`` waits for, while their offsets never enter the
-    consumer's acked list: the commit stops in front of them and they are read again.
-    """
-    for ev in events:
-        ev.message.acked = True
 
 
 def register(rt: Runtime) -> None:
