@@ -66,8 +66,9 @@ class InOrder:
                 continue
             nxt = nxt_by_tp.get(tp)
             if nxt is None:
-                committed = consumer._committed_offset.get(tp)
-                nxt = m.offset if committed is None else committed
+                nxt = consumer._committed_offset.get(tp)
+                if nxt is None:  # never committed: the group starts at the log start
+                    nxt = (await consumer.earliest_offsets(tp)).get(tp, m.offset)
             if m.offset == nxt:
                 kept.append(ev)
                 nxt_by_tp[tp] = nxt + 1

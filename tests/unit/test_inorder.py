@@ -22,7 +22,10 @@ class FakeApp:
         async def seek(tp: Any, offset: int) -> None:
             app.seeks.append((tp, offset))
 
-        self.consumer = SimpleNamespace(_committed_offset=dict(committed), seek=seek)
+        async def earliest_offsets(*tps: Any) -> dict[Any, int]:
+            return {tp: 0 for tp in tps}
+
+        self.consumer = SimpleNamespace(_committed_offset=dict(committed), seek=seek, earliest_offsets=earliest_offsets)
         self.on_partitions_revoked = SimpleNamespace(connect=self.revoke_handlers.append)
 
 
@@ -60,3 +63,10 @@ def test_revocation_forgets_what_was_expected() -> None:
     app.consumer._committed_offset[A] = 50  # another worker went on meanwhile
     asyncio.run(app.revoke_handlers[0](app, {A}))
     assert offsets(asyncio.run(order.take([ev(A, 50)]))) == [(0, 50)] and app.seeks == []
+
+
+def test_a_partition_never_committed_starts_at_the_log_start() -> None:
+    app = FakeApp({})
+    order = InOrder(app, "t")
+    assert asyncio.run(order.take([ev(A, 3)])) == [] and app.seeks == [(A, 0)]
+    assert offsets(asyncio.run(order.take([ev(A, 0), ev(A, 1)]))) == [(0, 0), (0, 1)]
