@@ -401,7 +401,6 @@ async def sla_timers(s: Settings, conversations: int, partitions: int, work: Pat
         w.stop()
     late = await _breach_lateness(s.bootstrap, prefix + topics.SLA_EVENTS)
     late.sort()
-    Path("/tmp/late.json").write_bytes(orjson.dumps(_DBG))
     return {
         "sla_open_conversations": conversations,
         "sla_feed_seconds": round(produced_s, 1),
@@ -411,9 +410,6 @@ async def sla_timers(s: Settings, conversations: int, partitions: int, work: Pat
         "sla_fire_late_max_ms": round(late[-1]) if late else None,
         "sla_worker_peak_rss_mb": round(peak_rss, 1) if peak_rss else None,
     }
-
-
-_DBG: list = []
 
 
 def _iso(ms: int) -> str:
@@ -437,7 +433,6 @@ async def _breach_lateness(bootstrap: str, topic: str) -> list[float]:
                     rec = orjson.loads(m.value)
                     if rec["event"] == "breach":
                         out.append(float(m.timestamp - rec["due_at"]))
-                        _DBG.append((rec["due_at"], m.timestamp, m.partition))
         return out
     finally:
         await c.stop()
