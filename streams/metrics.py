@@ -52,6 +52,10 @@ FETCH_STALL_REPAIRS = Counter(
     "Assigned partitions with unread records that Faust had stopped fetching, resumed by the watchdog",
     ["topic", "reason"],
 )
+GC_FULL_SECONDS = Histogram(
+    "touchstream_gc_full_collection_seconds", "Pause of the worker's hourly full garbage collection",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+)
 REDELIVERED = Counter(
     "touchstream_out_of_order_deliveries_total",
     "Messages Faust delivered past a hole or again, released unprocessed by an in-order stage",

@@ -24,6 +24,7 @@ import orjson
 
 from streams import metrics
 from streams.app import topics
+from streams.app.gc_policy import GcPolicy
 from streams.app.guard import complete
 from streams.app.inorder import InOrder
 from streams.app.produce import BatchSender
@@ -43,6 +44,7 @@ def register(rt: Runtime, table: Any) -> None:
     pipeline = rt.pipeline
     sender = BatchSender(rt.out)
     in_order = InOrder(app, "process")
+    gc_policy = GcPolicy()
 
     async def commit_outputs() -> None:
         out = pipeline.drain()
@@ -70,6 +72,7 @@ def register(rt: Runtime, table: Any) -> None:
         active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == rt.settings.topic(topics.VALID)}
         rt.bridge.reload(active)
         pipeline.rebuild()
+        gc_policy.freeze()  # the reloaded state is long-lived: keep full collections from walking it
         rt.ready = True
 
     @table.on_recover
@@ -131,6 +134,7 @@ def register(rt: Runtime, table: Any) -> None:
             await commit_outputs()
             if not full:
                 return
+            gc_policy.maybe_run()
             metrics.OPEN_SESSIONS.set(pipeline.sessions.open_sessions())
             metrics.OPEN_WAITS.set(pipeline.sla.open_waits())
             oldest = pipeline.sla.oldest_wait_started()
