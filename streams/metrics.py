@@ -47,6 +47,24 @@ PRODUCE_RETRIES = Counter("touchstream_produce_retries_total", "Output batches r
 CONSUMER_LAG = Gauge(
     "touchstream_consumer_lag_messages", "Consumer group lag (end offset - committed offset)", ["topic", "partition"]
 )
+FETCH_STALL_REPAIRS = Counter(
+    "touchstream_fetch_stall_repairs_total",
+    "Assigned partitions with unread records that Faust had stopped fetching, resumed by the watchdog",
+    ["topic", "reason"],
+)
+GC_FULL_SECONDS = Histogram(
+    "touchstream_gc_full_collection_seconds", "Pause of the worker's hourly full garbage collection",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+)
+REDELIVERED = Counter(
+    "touchstream_out_of_order_deliveries_total",
+    "Messages Faust delivered past a hole or again, released unprocessed by an in-order stage",
+    ["stage"],
+)
+FETCH_GAPS = Counter(
+    "touchstream_fetch_gaps_total", "Offset ranges skipped on Faust's fetch path (left uncommitted and re-read)",
+    ["topic"],
+)
 COMMIT_STALL_REPAIRS = Counter(
     "touchstream_commit_stall_repairs_total", "Partitions re-read from the committed offset after a Faust commit stall",
     ["topic"],

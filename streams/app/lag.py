@@ -1,4 +1,4 @@
-"""Timers on the consumer: lag per assigned partition, and repair of Faust's commit stall.
+"""Timers on the consumer: lag per assigned partition, and repair of two Faust stalls.
 
 Lag → ``touchstream_consumer_lag_messages``.
 
@@ -41,8 +41,52 @@ def lag_by_partition(consumer: Any, prefix: str) -> dict[tuple[str, int], int]:
     return out
 
 
+def guard_commits() -> None:
+    """Stop Faust from committing past offsets it never delivered (two patches, one reason).
+
+    When a message arrives more than one offset after the last one read, faust-streaming records
+    the skipped range as a "gap" and later counts it as acked (meant for compacted topics and
+    transaction markers). Our topics have neither: idempotent, non-transactional producers write
+    contiguous offsets, so a skipped offset is a message dropped on the fetch path (flow stopped
+    and queues cleared mid-rebalance), and committing past it loses it. Worse, the recorded range
+    includes the arriving offset itself, so once that message is acked the offset is in the acked
+    list twice, ``consecutive_numbers`` breaks runs there, and the commit crawls one offset per
+    interval (the restart-with-a-sink-backlog stall). With gaps left open, the hole stays at the
+    head of the acked offsets and the commit-stall repair below re-reads it: redelivery, which
+    every stage tolerates, instead of loss.
+
+    Second: ``Consumer._new_offset`` lets the acked offsets start one past the committed offset
+    (its head check is ``min(acked) - committed > 1``, written as if "committed" were the last
+    processed offset; it is the next one to read, see ``perform_seek`` and its own return value).
+    One message dropped right at the head was committed past: a lost touchpoint after a kill -9.
+    The patched check holds the commit unless the acked offsets start exactly at it.
+    """
+    from faust.transport.consumer import Consumer
+
+    if getattr(Consumer, "_touchstream_guarded", False):
+        return
+    new_offset = Consumer._new_offset
+
+    def _new_offset(self: Any, tp: Any) -> int | None:
+        acked, committed = self._acked[tp], self._committed_offset[tp]
+        if acked and committed is not None and min(acked) > committed:
+            return None  # a hole at the head: wait (the stall repair re-reads it)
+        return new_offset(self, tp)  # type: ignore[no-any-return]
+
+    async def _add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
+        metrics.FETCH_GAPS.labels(tp.topic).inc()
+        log.info("offsets %d..%d of %s:%d skipped on the fetch path: not committed past, re-read on stall",
+                 offset_from, offset_to - 1, tp.topic, tp.partition)
+
+    Consumer._add_gap = _add_gap  # type: ignore[method-assign]
+    Consumer._new_offset = _new_offset  # type: ignore[method-assign]
+    Consumer._touchstream_guarded = True  # type: ignore[attr-defined]
+
+
 def register(rt: Runtime) -> None:
+    guard_commits()
     register_stall_repair(rt)
+    register_fetch_repair(rt)
     shown: set[tuple[str, str]] = set()
     prefix = rt.settings.topic_prefix
 
@@ -58,7 +102,7 @@ def register(rt: Runtime) -> None:
 
 
 def stalled_partitions(consumer: Any) -> dict[Any, tuple[int, int]]:
-    """Partitions whose acked offsets start more than one past the committed offset.
+    """Partitions whose acked offsets start past the committed offset (the next one to read).
 
     Why this exists: faust-streaming (0.15) marks a message as read before its delivery to the
     stream completes, and a rebalance can abandon that delivery (``wait_first(callback,
@@ -72,7 +116,7 @@ def stalled_partitions(consumer: Any) -> dict[Any, tuple[int, int]]:
     for tp in consumer.assignment():
         acked = acked_by_tp.get(tp)
         committed = committed_by_tp.get(tp)
-        if acked and committed is not None and min(acked) - committed > 1:
+        if acked and committed is not None and min(acked) > committed:
             out[tp] = (committed, min(acked))
     return out
 
@@ -109,4 +153,81 @@ def register_stall_repair(rt: Runtime) -> None:
                         tp.topic, tp.partition, committed, head, committed)
             metrics.COMMIT_STALL_REPAIRS.labels(tp.topic).inc()
             await repair_stall(consumer, tp, committed)
+            del first_seen[tp]
+
+
+def _ours(tp: Any, prefix: str) -> bool:
+    return tp.topic.startswith(prefix) and not tp.topic.endswith("-changelog") and "__assignor" not in tp.topic
+
+
+def unfetched_partitions(consumer: Any, prefix: str) -> dict[Any, str]:
+    """Assigned partitions of our topics that Faust's fetcher leaves out, with the reason.
+
+    Faust fetches only its "active" partitions: assigned minus paused (rebalance/recovery)
+    minus buffered (stream queue under pressure). Both exits are by callback: recovery's
+    ``resume_partitions`` and the queue's pressure-drop callback. A rebalance that lands between
+    pause and resume, or a queue cleared by flow control with a drop callback pending, can leave
+    a partition out for good: no error, lag only grows. This finds such partitions; the caller
+    decides whether they are really stuck (they stay out while the app is otherwise idle).
+    """
+    active = consumer._get_active_partitions()
+    out: dict[Any, str] = {}
+    for tp in consumer.assignment():
+        if not _ours(tp, prefix) or tp in active:
+            continue
+        if tp in consumer._paused_partitions:
+            out[tp] = "paused"
+        elif tp in consumer._buffered_partitions:
+            out[tp] = "buffered"
+        else:
+            out[tp] = "inactive"
+    return out
+
+
+def _buffer_pressure(app: Any, topic: str) -> bool:
+    """True while a stream queue of ``topic`` is above its pressure-drop size (legitimate backpressure)."""
+    for chan in app.topics._topic_name_index.get(topic, ()):
+        queue = getattr(chan, "queue", None)
+        if queue is not None and queue.qsize() > queue.pressure_drop_size:
+            return True
+    return False
+
+
+def register_fetch_repair(rt: Runtime) -> None:
+    first_seen: dict[Any, tuple[str, int | None, float]] = {}
+    prefix = rt.settings.topic_prefix
+
+    @rt.app.timer(INTERVAL_S, name="fetch_stall_repair")
+    async def repair() -> None:
+        app, consumer = rt.app, rt.app.consumer
+        if app.rebalancing or app.in_recovery or not consumer.flow_active:
+            first_seen.clear()  # pauses are expected now
+            return
+        out = unfetched_partitions(consumer, prefix)
+        for tp in list(first_seen):
+            if tp not in out:
+                del first_seen[tp]
+        if not out:
+            return
+        ends = await consumer.highwaters(*out)
+        now = time.monotonic()
+        for tp, reason in out.items():
+            committed = consumer._committed_offset.get(tp)
+            end = ends.get(tp)
+            if end is None or end <= (committed or 0):
+                first_seen.pop(tp, None)
+                continue  # nothing to read: being left out costs nothing
+            seen = first_seen.get(tp)
+            if seen is None or seen[0] != reason or seen[1] != committed:
+                first_seen[tp] = (reason, committed, now)
+                continue
+            if now - seen[2] < STALL_AFTER_S or (reason == "buffered" and _buffer_pressure(app, tp.topic)):
+                continue
+            log.warning("fetch stall on %s:%d (%s, committed %s, end %d): fetching it again from committed",
+                        tp.topic, tp.partition, reason, committed, end)
+            metrics.FETCH_STALL_REPAIRS.labels(tp.topic, reason).inc()
+            consumer._buffered_partitions.discard(tp)
+            consumer.resume_partitions([tp])
+            if committed is not None:  # records dropped while it was out would leave a gap: re-read
+                await repair_stall(consumer, tp, committed)
             del first_seen[tp]

@@ -9,26 +9,32 @@ A crash after 2 re-delivers the batch, and the replay re-emits the same records 
 on outputs; ClickHouse collapses them). A crash after 3 finds the events in the dedup state,
 so the replay emits nothing twice and state is never applied twice.
 
-The tick (every 0.25 s, a Faust timer) advances SLA deadlines and watermarks by the wall
-clock; it shares a lock with the batch loop so both see consistent state.
+The clock (a Faust task) ticks every 0.25 s to advance watermarks by the wall clock, and wakes
+in between at the next SLA/page deadline; it shares a lock with the batch loop so both see
+consistent state.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from streams import metrics
 from streams.app import topics
+from streams.app.gc_policy import GcPolicy
 from streams.app.guard import complete
+from streams.app.inorder import InOrder
 from streams.app.produce import BatchSender
 from streams.core.contract import from_valid_dict, parse_timestamp
 
 if TYPE_CHECKING:
     from streams.app.runtime import Runtime
 
-TICK_S = 0.25
+TICK_S = 0.25  # full tick period: watermarks, idle tenants, feed-stall checks, gauges
+MIN_SLEEP_S = 0.005  # floor between clock wake-ups, so a storm of deadlines cannot starve ingest
 
 
 def register(rt: Runtime, table: Any) -> None:
@@ -37,6 +43,8 @@ def register(rt: Runtime, table: Any) -> None:
     app = rt.app
     pipeline = rt.pipeline
     sender = BatchSender(rt.out)
+    in_order = InOrder(app, "process")
+    gc_policy = GcPolicy()
 
     async def commit_outputs() -> None:
         out = pipeline.drain()
@@ -64,6 +72,7 @@ def register(rt: Runtime, table: Any) -> None:
         active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == rt.settings.topic(topics.VALID)}
         rt.bridge.reload(active)
         pipeline.rebuild()
+        gc_policy.freeze()  # the reloaded state is long-lived: keep full collections from walking it
         rt.ready = True
 
     @table.on_recover
@@ -80,7 +89,8 @@ def register(rt: Runtime, table: Any) -> None:
         async for events in stream.take_events(rt.settings.process_batch, within=0.02):
             await complete(process_batch(events), "process batch")
 
-    async def process_batch(events: list[Any]) -> None:
+    async def process_batch(batch: list[Any]) -> None:
+        events = await in_order.take(batch)
         async with rt.lock:
             if not rt.ready:
                 reload()
@@ -91,15 +101,40 @@ def register(rt: Runtime, table: Any) -> None:
             metrics.EVENTS_IN.labels(topics.VALID).inc(len(events))
             await commit_outputs()
 
-    @app.timer(TICK_S, name="tick")
-    async def tick() -> None:
-        if rt.ready:
-            await complete(tick_once(), "clock tick")
+    @app.task
+    async def clock() -> None:
+        """Every ``TICK_S`` the full tick; in between, wake at the next SLA/page deadline.
 
-    async def tick_once() -> None:
+        A fixed-period timer would add up to one period to every breach; sleeping until the
+        next deadline fires it as soon as the lock is free. Deadlines that fall due while a
+        tick runs are fired by the next wake-up, so under a storm ticks run back to back and
+        each one takes what is due: the batch size follows the load."""
+        last_full = 0.0
+        while True:
+            delay = TICK_S
+            if rt.ready:
+                mono = time.monotonic()
+                full = mono - last_full >= TICK_S
+                fired_at = now_ms()
+                await complete(tick_once(fired_at, full), "clock tick")
+                if full:
+                    last_full = mono
+                delay = TICK_S - (time.monotonic() - last_full)
+                nxt = pipeline.next_due(fired_at)
+                if nxt is not None:
+                    delay = min(delay, (nxt - now_ms()) / 1000)
+            await asyncio.sleep(max(MIN_SLEEP_S, delay))
+
+    async def tick_once(at_ms: int, full: bool) -> None:
         async with rt.lock:
-            pipeline.tick(now_ms(), wall=True)
+            if full:
+                pipeline.tick(max(at_ms, now_ms()), wall=True)
+            else:
+                pipeline.fire_timers(max(at_ms, now_ms()))
             await commit_outputs()
+            if not full:
+                return
+            gc_policy.maybe_run()
             metrics.OPEN_SESSIONS.set(pipeline.sessions.open_sessions())
             metrics.OPEN_WAITS.set(pipeline.sla.open_waits())
             oldest = pipeline.sla.oldest_wait_started()

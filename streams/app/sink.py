@@ -28,6 +28,7 @@ import orjson
 
 from streams import metrics
 from streams.app.guard import complete
+from streams.app.inorder import abandon
 from streams.clickhouse.rows import SPECS, TableSpec
 
 if TYPE_CHECKING:
@@ -37,14 +38,29 @@ log = logging.getLogger(__name__)
 
 
 def batch_token(table: str, events: list[Any]) -> str:
-    """Same batch (same offsets) → same token, so ClickHouse drops an identical re-insert."""
-    spans: dict[tuple[str, int], list[int]] = {}
+    """Same records (same offsets) → same token, so ClickHouse drops an identical re-insert.
+
+    The token names every offset as contiguous runs, not just each partition's first and last:
+    a batch with a hole (a message Faust dropped on a rebalance) and its complete re-read have
+    the same span, and a span-only token made ClickHouse drop the complete batch as a duplicate
+    of the incomplete one, losing the record in the hole.
+    """
+    offsets: dict[tuple[str, int], list[int]] = {}
     for ev in events:
         m = ev.message
-        span = spans.setdefault((m.topic, m.partition), [m.offset, m.offset])
-        span[0] = min(span[0], m.offset)
-        span[1] = max(span[1], m.offset)
-    text = table + ";" + ";".join(f"{t}:{p}:{a}-{b}" for (t, p), (a, b) in sorted(spans.items()))
+        offsets.setdefault((m.topic, m.partition), []).append(m.offset)
+    parts = []
+    for (topic, partition), offs in sorted(offsets.items()):
+        offs.sort()
+        runs, start, prev = [], offs[0], offs[0]
+        for o in offs[1:]:
+            if o != prev + 1:
+                runs.append(f"{start}-{prev}")
+                start = o
+            prev = o
+        runs.append(f"{start}-{prev}")
+        parts.append(f"{topic}:{partition}:{','.join(runs)}")
+    text = table + ";" + ";".join(parts)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
@@ -77,18 +93,6 @@ async def _backoff(rt: Runtime, seconds: float) -> None:
     deadline = loop.time() + seconds
     while rt.app.flow_control.is_active() and (left := deadline - loop.time()) > 0:
         await asyncio.sleep(min(left, 0.25))
-
-
-def abandon(events: list[Any]) -> None:
-    """Release a batch for Faust's stop/rebalance without letting its offsets be committed.
-
-    ``take_events`` acks its batch when the loop body ends, however it ends. Setting
-    ``message.acked`` first (without ``consumer.ack``) makes that ack a no-op and drops the
-    messages from the set ``wait_empty`` waits for, while their offsets never enter the
-    consumer's acked list: the commit stops in front of them and they are read again.
-    """
-    for ev in events:
-        ev.message.acked = True
 
 
 def register(rt: Runtime) -> None:

@@ -77,10 +77,12 @@ class StateBridge:
 
         The caller awaits ``sender.send()`` and then :meth:`persisted` with its result.
         """
-        by_partition: dict[int, list[tuple[str, str, Any]]] = {}
+        by_partition: dict[int, list[tuple[str, str, bytes | None]]] = {}
+        dumps = orjson.dumps
         for ns, store in self.stores.items():
-            for key, value in store.drain_dirty():
-                by_partition.setdefault(partition_for(tenant_of(key), self.partitions), []).append((ns, key, value))
+            for key, value in store.drain_dirty():  # each value serialized once: WAL part and key record
+                by_partition.setdefault(partition_for(tenant_of(key), self.partitions), []).append(
+                    (ns, key, None if value is None else dumps(value)))
         n = 0
         self.seq += 1
         topic = self.changelog
@@ -91,8 +93,7 @@ class StateBridge:
                 key = f"{WAL}{SEP}{partition}{SEP}{i}".encode()
                 self._put_local(partition, key, record)
                 sender.add(topic, key, record, partition)
-            for ns, key, value in changes:
-                raw = None if value is None else orjson.dumps(value)
+            for ns, key, raw in changes:
                 raw_key = f"{ns}{SEP}{key}".encode()
                 self._put_local(partition, raw_key, raw)
                 sender.add(topic, raw_key, raw, partition)
@@ -149,12 +150,13 @@ class StateBridge:
         return n
 
 
-def _split(changes: list[tuple[str, str, Any]]) -> list[list[bytes]]:
-    """Serialized changes grouped into parts of at most WAL_PART_BYTES (one change may exceed it)."""
+def _split(changes: list[tuple[str, str, bytes | None]]) -> list[list[bytes]]:
+    """Changes as JSON ``[ns, key, value]`` items (values already serialized), grouped into parts
+    of at most WAL_PART_BYTES (one change may exceed it)."""
     parts: list[list[bytes]] = [[]]
     size = 0
-    for change in changes:
-        item = orjson.dumps(change)
+    for ns, key, raw in changes:
+        item = b"%s,%s]" % (orjson.dumps([ns, key])[:-1], b"null" if raw is None else raw)
         if parts[-1] and size + len(item) > WAL_PART_BYTES:
             parts.append([])
             size = 0

@@ -13,6 +13,7 @@ import orjson
 from streams import metrics
 from streams.app import topics
 from streams.app.guard import complete
+from streams.app.inorder import InOrder
 from streams.app.produce import BatchSender
 from streams.core.contract import Rejection, to_valid_dict, validate
 from streams.core.deadletter import dlq_record
@@ -28,13 +29,15 @@ def register(rt: Runtime) -> None:
     valid_topic = s.topic(topics.VALID)
     dlq_topic = s.topic(topics.DLQ)
     sender = BatchSender(rt.out)
+    in_order = InOrder(rt.app, "validate")  # the core's source-offset check needs raw published in order
 
     @rt.app.agent(rt.topics[topics.RAW], name="validate")
     async def validate_agent(stream):  # type: ignore[no-untyped-def]
         async for events in stream.take_events(4000, within=0.02):
             await complete(validate_batch(events), "validate batch")
 
-    async def validate_batch(events: list[Any]) -> None:
+    async def validate_batch(batch: list[Any]) -> None:
+        events = await in_order.take(batch)
         now = now_ms()
         n_valid = 0
         for ev in events:

@@ -16,7 +16,7 @@ from streams.core.state import Store
 
 
 class DedupWindow:
-    __slots__ = ("_bucket_ms", "_buckets", "_open", "_seen", "_segments", "_seq", "_store", "window_ms")
+    __slots__ = ("_bucket_ms", "_buckets", "_horizon", "_open", "_seen", "_segments", "_seq", "_store", "window_ms")
 
     def __init__(self, store: Store, window_ms: int = 900_000) -> None:
         self._store = store
@@ -27,6 +27,7 @@ class DedupWindow:
         self._seq = 0
         self._buckets: dict[str, list[int]] = {}  # tenant -> heap of bucket starts
         self._segments: dict[tuple[str, int], list[str]] = {}  # (tenant, bucket) -> segment keys
+        self._horizon: dict[str, int] = {}  # tenant -> buckets before this may have been forgotten
         self.rebuild()
 
     def rebuild(self) -> None:
@@ -34,6 +35,7 @@ class DedupWindow:
         self._open.clear()
         self._buckets.clear()
         self._segments.clear()
+        self._horizon.clear()
         for key, ids in self._store.items():
             tenant, bucket_s, seq_s = key.rsplit("|", 2)
             bucket = int(bucket_s)
@@ -44,6 +46,13 @@ class DedupWindow:
             if not segs:
                 heapq.heappush(self._buckets.setdefault(tenant, []), bucket)
             segs.append(key)
+        for tenant, heap in self._buckets.items():  # older buckets may have expired before the restart
+            self._horizon[tenant] = heap[0]
+
+    def remembers(self, tenant_id: str, occurred_ms: int) -> bool:
+        """Would an id of an event at ``occurred_ms`` still be held (its bucket not expired)?"""
+        horizon = self._horizon.get(tenant_id)
+        return horizon is not None and occurred_ms - occurred_ms % self._bucket_ms >= horizon
 
     def seen(self, tenant_id: str, event_id: str, occurred_ms: int) -> bool:
         """True if this id was already seen (a duplicate); otherwise records it and returns False."""
@@ -60,6 +69,7 @@ class DedupWindow:
             segs = self._segments.setdefault((tenant_id, bucket), [])
             if not segs:
                 heapq.heappush(self._buckets.setdefault(tenant_id, []), bucket)
+                self._horizon.setdefault(tenant_id, bucket)
             segs.append(seg_key)
             ids: list[str] = []
         else:
@@ -77,6 +87,8 @@ class DedupWindow:
         horizon = watermark_ms - self.window_ms - self._bucket_ms
         heap = self._buckets.get(tenant_id)
         removed = 0
+        if horizon > self._horizon.get(tenant_id, horizon - 1):
+            self._horizon[tenant_id] = horizon
         while heap and heap[0] < horizon:
             bucket = heapq.heappop(heap)
             for seg_key in self._segments.pop((tenant_id, bucket), ()):
@@ -90,3 +102,42 @@ class DedupWindow:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+
+class SourceOffsets:
+    """Recognises input re-delivered by an at-least-once upstream stage, by its source position.
+
+    Why next to the event-id window: the validate stage re-publishes what it had not committed
+    when it crashed or lost its partitions. Live that is seconds of event time, inside the
+    window. But a catch-up or backfill replays hours of event time per second, and an event
+    re-applied after its id left the window is a double count (and, too late for its session,
+    an extra session). Every valid record carries the raw ``(topic, partition, offset)`` it came
+    from; per tenant and raw partition a writer publishes offsets in increasing order, and a
+    re-publish (a successor, or a zombie racing it) only repeats offsets at or below what was
+    already published. So an offset at or below the highest applied one is a re-delivery. The
+    highest offset per (tenant, raw partition) is state, persisted in the same batch as the rest.
+
+    Store: ``"{tenant}|{topic}|{partition}" -> highest applied offset``.
+    """
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def replayed(self, tenant_id: str, source: tuple[str, int, int]) -> bool:
+        """True if ``source`` is at or below the highest offset applied from its partition."""
+        topic, partition, offset = source
+        if partition < 0:
+            return False
+        high = self._store.get(f"{tenant_id}|{topic}|{partition}")
+        return high is not None and offset <= high
+
+    def applied(self, tenant_id: str, source: tuple[str, int, int]) -> None:
+        topic, partition, offset = source
+        if partition < 0:
+            return
+        key = f"{tenant_id}|{topic}|{partition}"
+        high = self._store.get(key)
+        if high is None or offset > high:
+            self._store.put(key, offset)

@@ -62,8 +62,12 @@ Store layout (values are JSON; keys start with ``"{tenant_id}|"``)::
                           "window": str|None,                        # store key of its window
                           "warn_page": str|None, "crit_page": str|None,   # dedup keys
                           "done_at": ms|None}
-    "{t}|pg|{sev}|{team}" {"k": "window", tenant_id, team, severity, "start": ms, "waits": [wait_id]}
-                          # team token: "=name", or "*" for unassigned
+    "{t}|pg|{sev}|{team}" {"k": "window", tenant_id, team, severity, "start": ms,
+                          "phase": "wait"|"interval", "due": ms}
+                          # team token: "=name", or "*" for unassigned. Its members are the waits
+                          # whose "window" names it (indexed in memory, rebuilt from the waits:
+                          # a stored member list was re-written whole on every change, which
+                          # made a breach storm quadratic in changelog bytes)
     "{t}|pp|{dedup_key}" {"k": "page", dedup_key, kind ("wait"|"group"|"stall"|"escalation"),
                           tenant_id, team, channel, severity, notifier, summary, details,
                           "waits": [open wait_id], "channels": [str], "triggered_at": ms,
@@ -245,15 +249,58 @@ class Page:
         return asdict(self)
 
 
+class DueIndex:
+    """Keys with a due time: set/pop in O(log n), and the due ones in (due, key) order.
+
+    ``observe`` checks for due windows on every SLA record; scanning and sorting all windows
+    each time made a breach storm quadratic. A heap with lazy deletion (the dict is the truth,
+    stale heap entries are skipped) keeps that check O(1) when nothing is due.
+    """
+
+    __slots__ = ("_due", "_heap")
+
+    def __init__(self) -> None:
+        self._due: dict[str, int] = {}
+        self._heap: list[tuple[int, str]] = []
+
+    def __setitem__(self, key: str, due: int) -> None:
+        self._due[key] = due
+        heapq.heappush(self._heap, (due, key))
+
+    def pop(self, key: str, default: int | None = None) -> int | None:
+        return self._due.pop(key, default)
+
+    def clear(self) -> None:
+        self._due.clear()
+        self._heap.clear()
+
+    def values(self) -> list[int]:
+        return list(self._due.values())
+
+    def take_due(self, now_ms: int) -> list[str]:
+        """Keys due at ``now_ms`` in (due, key) order; they stay set until popped."""
+        out: list[str] = []
+        heap, due = self._heap, self._due
+        while heap and heap[0][0] <= now_ms:
+            at, key = heapq.heappop(heap)
+            if due.get(key) == at and (not out or out[-1] != key):
+                out.append(key)
+        if len(heap) > 4 * len(due) + 64:  # many stale entries: rebuild
+            self._heap = [(at, key) for key, at in due.items()]
+            heapq.heapify(self._heap)
+        return out
+
+
 class Pager:
     """Turns ``sla_event`` records and input activity into pages; state lives in ``store``."""
 
-    __slots__ = ("_escalations", "_expiry", "_open", "_stalled", "_store", "_windows", "config", "stats")
+    __slots__ = ("_escalations", "_expiry", "_members", "_open", "_stalled", "_store", "_windows", "config", "stats")
 
     def __init__(self, store: Store, config: PagingConfig | None = None) -> None:
         self._store = store
         self.config = config if config is not None else PagingConfig()
-        self._windows: dict[str, int] = {}  # window store key -> flush time
+        self._windows = DueIndex()  # window store key -> flush time
+        self._members: dict[str, dict[str, None]] = {}  # window store key -> its wait ids (ordered set)
         self._escalations: dict[str, int] = {}  # page store key -> escalate time (unescalated, open)
         self._open: dict[tuple[str, str], set[str]] = {}  # (tenant, channel) -> open (not done) wait ids
         self._stalled: set[tuple[str, str]] = set()
@@ -266,6 +313,7 @@ class Pager:
     def rebuild(self) -> None:
         """Re-derive the in-memory indexes from the store (after a changelog restore)."""
         self._windows.clear()
+        self._members.clear()
         self._escalations.clear()
         self._open.clear()
         self._stalled.clear()
@@ -280,6 +328,8 @@ class Pager:
                     self._expiry.append((v["done_at"] + retention, key))
                 else:
                     self._open.setdefault((v["tenant_id"], v["channel"]), set()).add(v["wait_id"])
+                    if v["where"] == "window" and v["window"]:
+                        self._members.setdefault(v["window"], {})[v["wait_id"]] = None
             elif k == "window":
                 self._windows[key] = v.get("due", v["start"] + self._window_ms)  # state of older versions: no "due"
             elif k == "page":
@@ -358,10 +408,12 @@ class Pager:
         self._expire(now_ms)
         return out
 
-    def next_due(self) -> int | None:
-        """Earliest group flush or escalation, possibly in the past (an escalation held back by a
-        stalled feed stays due). A hint only: stall checks need regular ticks anyway."""
-        times = [*self._windows.values(), *self._escalations.values()]
+    def next_due(self, after_ms: int | None = None) -> int | None:
+        """Earliest group flush or escalation (later than ``after_ms`` when given: an escalation
+        held back by a stalled feed stays due in the past). A hint only: stall checks need
+        regular ticks anyway."""
+        times = [t for t in (*self._windows.values(), *self._escalations.values())
+                 if after_ms is None or t > after_ms]
         return min(times) if times else None
 
     def open_pages(self) -> int:
@@ -391,23 +443,23 @@ class Pager:
         if win is None:
             due = now_ms + int(self.config.group_wait_s * 1000)
             win = {"k": "window", "tenant_id": w["tenant_id"], "team": w["team"], "severity": sev, "start": now_ms,
-                   "waits": [], "phase": "wait", "due": due}
+                   "phase": "wait", "due": due}
             self._windows[gkey] = due
-        win["waits"].append(w["wait_id"])
-        self._store.put(gkey, win)
+            self._store.put(gkey, win)
+        self._members.setdefault(gkey, {})[w["wait_id"]] = None
         w["where"], w["window"] = "window", gkey
         self._store.put(_wait_key(w["tenant_id"], w["wait_id"]), w)
 
     def _drop_from_window(self, w: dict[str, Any]) -> None:
         gkey = w["window"]
-        win = self._store.get(gkey)
-        if win is not None and w["wait_id"] in win["waits"]:
-            win["waits"].remove(w["wait_id"])
-            if win["waits"] or win.get("phase") == "interval":  # an empty interval still keeps the group quiet
-                self._store.put(gkey, win)
-            else:
+        members = self._members.get(gkey)
+        if members is not None and w["wait_id"] in members:
+            del members[w["wait_id"]]
+            win = self._store.get(gkey)
+            if not members and (win is None or win.get("phase") != "interval"):  # an empty interval stays quiet
                 self._store.delete(gkey)
                 self._windows.pop(gkey, None)
+                del self._members[gkey]
         w["where"], w["window"] = "new", None
 
     def _finish_wait(self, w: dict[str, Any], now_ms: int) -> list[Page]:
@@ -448,26 +500,27 @@ class Pager:
     # --- pages ------------------------------------------------------------------------------
     def _flush_due(self, now_ms: int) -> list[Page]:
         out: list[Page] = []
-        for gkey, due in sorted(self._windows.items(), key=lambda kv: (kv[1], kv[0])):
-            if due <= now_ms:
-                out += self._flush(gkey, now_ms)
+        for gkey in self._windows.take_due(now_ms):
+            out += self._flush(gkey, now_ms)
         return out
 
     def _flush(self, gkey: str, now_ms: int) -> list[Page]:
         self._windows.pop(gkey, None)
         win = self._store.get(gkey)
+        members = self._members.pop(gkey, {})
         if win is None:
             return []
         tenant, team, sev = win["tenant_id"], win["team"], win["severity"]
         waits: list[dict[str, Any]] = []
-        for wid in win["waits"]:
+        for wid in members:
             w = self._store.get(_wait_key(tenant, wid))
             if w is not None and w["where"] == "window" and w["window"] == gkey and w["level"] == sev:
                 waits.append(w)
         if waits and win.get("phase") == "wait" and self._window_ms > 0:
             # the group's first page goes now; followers collect until the window ends
             due = now_ms + self._window_ms
-            self._store.put(gkey, {**win, "phase": "interval", "waits": [], "due": due, "start": now_ms})
+            self._store.put(gkey, {k: v for k, v in win.items() if k != "waits"}  # "waits": older versions
+                            | {"phase": "interval", "due": due, "start": now_ms})
             self._windows[gkey] = due
         else:
             self._store.delete(gkey)

@@ -21,7 +21,7 @@ from typing import Any
 
 from streams.core.anomaly import AnomalyDetector, DetectorConfig
 from streams.core.contract import format_timestamp, to_valid_dict
-from streams.core.dedup import DedupWindow
+from streams.core.dedup import DedupWindow, SourceOffsets
 from streams.core.funnel import FunnelAggregator, FunnelConfig
 from streams.core.identity import IdentityConfig, IdentityGraph
 from streams.core.model import Touchpoint
@@ -33,7 +33,9 @@ from streams.core.stages import StageMap
 from streams.core.state import MemoryStore
 
 #: Namespaces of persistent state; each is one MemoryStore and one key prefix in the changelog.
-NAMESPACES: tuple[str, ...] = ("dedup", "watermark", "identity", "sessions", "sla", "paging", "funnel", "anomaly")
+NAMESPACES: tuple[str, ...] = (
+    "dedup", "source", "watermark", "identity", "sessions", "sla", "paging", "funnel", "anomaly",
+)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Pipeline:
         self.config = cfg = config or PipelineConfig()
         self.stores = stores if stores is not None else {ns: MemoryStore(ns) for ns in NAMESPACES}
         self.dedup = DedupWindow(self.stores["dedup"], cfg.dedup_window_ms)
+        self.sources = SourceOffsets(self.stores["source"])
         self.identity = IdentityGraph(
             self.stores["identity"], cfg.identity, cfg.pseudonyms.person_key if cfg.pseudonyms else None
         )
@@ -117,6 +120,14 @@ class Pipeline:
             return
         wm_store = self.stores["watermark"]
         max_seen = wm_store.get(tenant)
+        if self.sources.replayed(tenant, tp.source) and not self.dedup.remembers(tenant, tp.occurred_at):
+            # Re-published by validate, and too old for the id window to say: a re-delivery. (Had
+            # the window still covered its time, the id check above would have caught a repeat;
+            # an unknown id there was never applied, e.g. a recreated raw topic restarted its
+            # offsets, and it goes on.)
+            out.duplicates += 1
+            return
+        self.sources.applied(tenant, tp.source)
         if max_seen is None or tp.occurred_at > max_seen:
             wm_store.put(tenant, tp.occurred_at)
             max_seen = tp.occurred_at
@@ -182,8 +193,7 @@ class Pipeline:
         ``wall=True`` (live): ``now_ms`` is the wall clock and drives the idle fallback.
         ``wall=False`` (offline): ``now_ms`` is the replay's event-time clock.
         """
-        self._route_sla(self.sla.advance(now_ms), now_ms)
-        self.out.pages.extend(p.to_dict() for p in self.pager.advance(now_ms))
+        self.fire_timers(now_ms)
         for tenant, _ in self.stores["watermark"].items():
             wm = self.watermark(tenant, now_ms if wall else None)
             if wm is None:
@@ -195,6 +205,20 @@ class Pipeline:
             else:
                 self._observe_silence(tenant)
             self.dedup.expire(tenant, wm)
+
+    def fire_timers(self, now_ms: int) -> None:
+        """SLA warnings/breaches and page windows/escalations due at ``now_ms`` (no watermark work).
+
+        Live, the shell calls this at each deadline (see ``next_due``) between regular ticks, so
+        a breach is not held back by the tick period."""
+        self._route_sla(self.sla.advance(now_ms), now_ms)
+        self.out.pages.extend(p.to_dict() for p in self.pager.advance(now_ms))
+
+    def next_due(self, after_ms: int) -> int | None:
+        """Earliest SLA milestone or page window/escalation later than ``after_ms`` (the last
+        ``fire_timers`` time: what is still due then is held back on purpose); ``None`` if none."""
+        times = [t for t in (self.sla.next_due(), self.pager.next_due(after_ms)) if t is not None and t > after_ms]
+        return min(times) if times else None
 
     def _observe_silence(self, tenant: str) -> None:
         """A tenant whose tracking died sends nothing: feed the detector the empty closed window,
@@ -226,8 +250,7 @@ class Pipeline:
 
     def close_all(self, now_ms: int) -> None:
         """End of offline input: close every session and window so nothing stays pending."""
-        self._route_sla(self.sla.advance(now_ms), now_ms)
-        self.out.pages.extend(p.to_dict() for p in self.pager.advance(now_ms))
+        self.fire_timers(now_ms)
         self.out.sessions.extend(self.sessions.close_all())
         rows = self.funnel.close_all()
         by_tenant: dict[str, list[dict[str, Any]]] = {}

@@ -16,15 +16,6 @@ from tests.kafka_util import group_lag, message_count, produce, topic_counts
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
-# Known issue (open, issue 9): after repeated kill -9 restarts a partition of touchpoints.raw can stop
-# being consumed (lag stays, no error; ~1 run in 8 here). The commit-stall repair in
-# streams/app/lag.py covers one Faust variant of this (gap at the head of the acked offsets), not
-# this one. Whenever the pipeline drains, every ClickHouse count equals the offline truth exactly.
-KNOWN_STALL = pytest.mark.xfail(
-    reason="a raw partition can stop being consumed after repeated kill -9 rebalances (open)", strict=False
-)
-
-@KNOWN_STALL
 def test_kill9_restarts_keep_clickhouse_exact(pipeline_env: dict[str, str], tmp_path: Path,
                                               workers: list[WorkerProc]) -> None:
     env = dict(pipeline_env, TOUCHSTREAM_IDLE_ADVANCE_S="100000")  # event time only: comparable to offline

@@ -96,7 +96,8 @@ def test_breach_pages_on_time_and_reply_resolves(paging_env: tuple[dict[str, str
                                                       for _, p in receiver.of("trigger")), 30, what="breach page")
     (arrived, page), *_ = [(t, p) for t, p in receiver.of("trigger") if p["details"]["kind"] == "sla_breach"]
     due = sent_at + 3.0
-    assert arrived - due < 1.5, f"breach page {arrived - due:.2f}s after due"  # target: within 1 s
+    print(f"\nbreach page arrived {arrived - due:.3f}s after the due time")
+    assert arrived - due < 1.0, f"breach page {arrived - due:.2f}s after due"  # target: within 1 s
     produce(bootstrap, prefix + "touchpoints.raw", [message("m2", "message_out", "c1")])
     wait_until(lambda: any(p["dedup_key"] == page["dedup_key"] for _, p in receiver.of("resolve")), 30,
                what="resolve page")

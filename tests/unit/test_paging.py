@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.core.paging import Page, Pager, PagingConfig, Route
+from streams.core.paging import DueIndex, Page, Pager, PagingConfig, Route
 from streams.core.state import MemoryStore
 
 T0 = 1_773_000_000_000
@@ -432,3 +432,43 @@ def test_no_trigger_key_emitted_twice(ops: list[tuple[tuple[Any, ...], int]], wi
     check(final, seen, open_keys)  # held waits may still page (then resolve) as the feed resumes
     assert open_keys == set()
     assert all(k.startswith("t|") for k, _ in store.items())
+
+
+def test_due_index_orders_due_keys_and_skips_stale_entries() -> None:
+    idx = DueIndex()
+    idx["b"] = 20
+    idx["a"] = 20
+    idx["c"] = 10
+    idx["c"] = 30  # moved: its old entry is stale
+    idx["d"] = 5
+    idx.pop("d")
+    assert idx.take_due(4) == []
+    assert idx.take_due(25) == ["a", "b"]  # (due, key) order; "c" not due at its new time
+    assert sorted(idx.values()) == [20, 20, 30]  # taking does not unset: the caller pops or re-sets
+    idx.pop("a")
+    idx.pop("b")
+    assert idx.take_due(30) == ["c"]
+
+
+@given(st.lists(st.tuples(st.sampled_from("abcdef"), st.integers(0, 50), st.booleans()), max_size=60),
+       st.integers(0, 60))
+def test_due_index_matches_a_plain_scan(ops: list[tuple[str, int, bool]], now: int) -> None:
+    idx, plain = DueIndex(), {}
+    for key, due, keep in ops:
+        if keep:
+            idx[key] = due
+            plain[key] = due
+        else:
+            idx.pop(key)
+            plain.pop(key, None)
+    expected = [k for k, d in sorted(plain.items(), key=lambda kv: (kv[1], kv[0])) if d <= now]
+    assert idx.take_due(now) == expected
+
+
+def test_next_due_after_skips_a_held_back_escalation() -> None:
+    cfg = PagingConfig(group_window_s=0, stall_after_s=None,
+                       routes=(Route(None, "default"), Route("vip", "pd-vip", 300, "pd-managers")))
+    p = Pager(MemoryStore(), cfg)
+    p.observe(rec("breach"), T0)
+    assert p.next_due(T0 + 300 * S) is None  # the escalation is not later than that
+    assert p.next_due(T0) == T0 + 300 * S

@@ -662,3 +662,23 @@ def test_engine_fires_each_milestone_at_most_once_whatever_the_interleaving(
         assert events in (["warning"], ["warning", "breach"], ["breach"], ["warning", "resolved"],
                           ["warning", "breach", "resolved"], ["breach", "resolved"]), (wait_id, events)
         assert events[-1] == "resolved" or "breach" in events  # the final advance fired every deadline
+
+
+def test_pipeline_fires_deadlines_between_ticks_without_watermark_work() -> None:
+    from streams.core.pipeline import Pipeline
+
+    p = Pipeline()
+    p.process(tp("message_in", T0), wall_ms=T0)
+    p.drain()
+    assert p.next_due(T0) == T0 + 48 * S  # warning at 80 % of the 60 s live-chat target
+    p.fire_timers(T0 + 48 * S)
+    out = p.drain()
+    assert [r["event"] for r in out.sla] == ["warning"]
+    assert out.sessions == [] and out.funnel == []  # watermarks are the full tick's job
+    assert p.next_due(T0 + 48 * S) == T0 + 60 * S
+    p.fire_timers(T0 + 60 * S + 3)
+    out = p.drain()
+    assert [(r["event"], r["fired_at"], r["emitted_at"]) for r in out.sla] == [("breach", T0 + 60 * S, T0 + 60 * S + 3)]
+    assert [pg["action"] for pg in out.pages] == ["trigger"]  # the team's first breach pages at once
+    assert p.sla.next_due() is None  # what is left are the page groups' quiet windows
+    assert p.next_due(T0 + 60 * S + 3) == T0 + 48 * S + 60 * S  # the warning group's, 60 s after its page

@@ -1,0 +1,91 @@
+"""Gap-free, in-order delivery per partition for the agents whose results depend on order.
+
+faust-streaming can hand a stream a partition's messages with a hole: messages fetched before a
+rebalance are dropped from the queues (flow control clears them) while later ones still arrive,
+or a stall leaves the head behind. Its commit is guarded (``streams/app/lag.py``), so nothing is
+committed past a hole, but the messages *after* it have been processed already when the hole is
+re-read. For the sink that is harmless (rows are a set). For validate and process it is not:
+process applies events in order (sessions, identity, SLA clocks), and the source-offset
+re-delivery check in the core (``streams/core/dedup.py``) relies on each raw partition being
+published in offset order.
+
+So validate and process take each partition's messages strictly in offset order, from the
+committed offset on: a message past the next expected offset is released unprocessed (never
+acked, so never committed) and the partition is seeked back to the expected offset; a message
+below it was processed already in this assignment and is released too. Expectations are reset
+when partitions are revoked (the next owner, maybe us again, starts from the committed offset).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from streams import metrics
+
+log = logging.getLogger(__name__)
+
+
+def abandon(events: list[Any]) -> None:
+    """Release events for Faust without letting their offsets be committed.
+
+    ``take_events`` acks its batch when the loop body ends, however it ends. Setting
+    ``message.acked`` first (without ``consumer.ack``) makes that ack a no-op and drops the
+    messages from the set ``wait_empty`` waits for, while their offsets never enter the
+    consumer's acked list: the commit stops in front of them and they are read again.
+    """
+    for ev in events:
+        ev.message.acked = True
+
+
+class InOrder:
+    """Next expected offset per partition; filters a batch down to the gap-free, in-order part."""
+
+    def __init__(self, app: Any, name: str) -> None:
+        self.app = app
+        self.name = name
+        self._next: dict[Any, int] = {}
+
+        @app.on_partitions_revoked.connect
+        async def _forget(app_: Any, revoked: Any, **kwargs: Any) -> None:
+            for tp in revoked:
+                self._next.pop(tp, None)
+
+    async def take(self, events: list[Any]) -> list[Any]:
+        """The events to process, in order; seeks back partitions that showed a hole."""
+        consumer = self.app.consumer
+        kept: list[Any] = []
+        dropped: list[Any] = []
+        holes: dict[Any, tuple[int, int]] = {}
+        nxt_by_tp = self._next
+        for ev in events:
+            m = ev.message
+            tp = m.tp
+            if tp in holes:
+                dropped.append(ev)
+                continue
+            nxt = nxt_by_tp.get(tp)
+            if nxt is None:
+                nxt = consumer._committed_offset.get(tp)
+                if nxt is None:  # never committed: the group starts at the log start
+                    nxt = (await consumer.earliest_offsets(tp)).get(tp, m.offset)
+            if m.offset == nxt:
+                kept.append(ev)
+                nxt_by_tp[tp] = nxt + 1
+            elif m.offset < nxt:
+                dropped.append(ev)  # processed already in this assignment (a re-delivery)
+            else:
+                holes[tp] = (nxt, m.offset)
+                dropped.append(ev)
+        if dropped:
+            abandon(dropped)
+            metrics.REDELIVERED.labels(self.name).inc(len(dropped))
+        for tp, (nxt, got) in holes.items():
+            log.warning("%s: %s:%d delivered offset %d while %d is next; re-reading from %d",
+                        self.name, tp.topic, tp.partition, got, nxt, nxt)
+            try:
+                await consumer.seek(tp, nxt)
+            except Exception as exc:  # revoked meanwhile: its next owner starts from the committed offset
+                log.warning("%s: seek of %s:%d failed (%r)", self.name, tp.topic, tp.partition, exc)
+                self._next.pop(tp, None)
+        return kept

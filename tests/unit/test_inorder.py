@@ -1,0 +1,72 @@
+"""In-order, gap-free delivery per partition (streams/app/inorder.py) on a stand-in consumer."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+from faust.types import TP
+
+from streams.app.inorder import InOrder
+
+A, B = TP("raw", 0), TP("raw", 1)
+
+
+class FakeApp:
+    def __init__(self, committed: dict[Any, int]) -> None:
+        self.seeks: list[tuple[Any, int]] = []
+        self.revoke_handlers: list[Any] = []
+        app = self
+
+        async def seek(tp: Any, offset: int) -> None:
+            app.seeks.append((tp, offset))
+
+        async def earliest_offsets(*tps: Any) -> dict[Any, int]:
+            return {tp: 0 for tp in tps}
+
+        self.consumer = SimpleNamespace(_committed_offset=dict(committed), seek=seek, earliest_offsets=earliest_offsets)
+        self.on_partitions_revoked = SimpleNamespace(connect=self.revoke_handlers.append)
+
+
+def ev(tp: Any, offset: int) -> Any:
+    return SimpleNamespace(message=SimpleNamespace(tp=tp, offset=offset, acked=False))
+
+
+def offsets(events: list[Any]) -> list[tuple[int, int]]:
+    return [(e.message.tp.partition, e.message.offset) for e in events]
+
+
+def test_takes_from_the_committed_offset_and_stops_a_partition_at_a_hole() -> None:
+    app = FakeApp({A: 10, B: 5})
+    order = InOrder(app, "t")
+    batch = [ev(A, 10), ev(B, 5), ev(A, 11), ev(A, 13), ev(B, 6), ev(A, 14)]
+    kept = asyncio.run(order.take(batch))
+    assert offsets(kept) == [(0, 10), (1, 5), (0, 11), (1, 6)]
+    assert app.seeks == [(A, 12)]  # 12 never came: read again from there
+    assert [e.message.acked for e in batch] == [False, False, False, True, False, True]  # released, not acked
+    again = [ev(A, 11), ev(A, 12), ev(A, 13)]  # after the seek (11: a re-delivery of a processed one)
+    assert offsets(asyncio.run(order.take(again))) == [(0, 12), (0, 13)]
+
+
+def test_a_head_hole_after_assignment_is_found_against_the_committed_offset() -> None:
+    app = FakeApp({A: 100})
+    order = InOrder(app, "t")
+    assert asyncio.run(order.take([ev(A, 173), ev(A, 174)])) == []
+    assert app.seeks == [(A, 100)]
+
+
+def test_revocation_forgets_what_was_expected() -> None:
+    app = FakeApp({A: 0})
+    order = InOrder(app, "t")
+    asyncio.run(order.take([ev(A, 0), ev(A, 1)]))
+    app.consumer._committed_offset[A] = 50  # another worker went on meanwhile
+    asyncio.run(app.revoke_handlers[0](app, {A}))
+    assert offsets(asyncio.run(order.take([ev(A, 50)]))) == [(0, 50)] and app.seeks == []
+
+
+def test_a_partition_never_committed_starts_at_the_log_start() -> None:
+    app = FakeApp({})
+    order = InOrder(app, "t")
+    assert asyncio.run(order.take([ev(A, 3)])) == [] and app.seeks == [(A, 0)]
+    assert offsets(asyncio.run(order.take([ev(A, 0), ev(A, 1)]))) == [(0, 0), (0, 1)]
