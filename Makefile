@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install run test chromium unit integration lint bench kafka-start kafka-stop clean
+.PHONY: install run test soak chromium unit integration lint bench kafka-start kafka-stop clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,6 +24,10 @@ run: $(STAMP)
 test: $(STAMP) chromium
 	$(BIN)/ruff check streams tests
 	$(BIN)/python -m pytest tests $(ARGS)
+
+## make soak: 30 min of steady live load on the real broker; RSS must plateau (on demand, not in CI)
+soak: $(STAMP)
+	TOUCHSTREAM_SOAK_MINUTES=$${TOUCHSTREAM_SOAK_MINUTES:-30} $(BIN)/python -m pytest tests/integration/test_soak.py -s $(ARGS)
 
 # headless browser for tests/integration/test_board.py (Debian package; sudo when not root)
 chromium:

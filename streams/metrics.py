@@ -53,7 +53,7 @@ FETCH_STALL_REPAIRS = Counter(
     ["topic", "reason"],
 )
 GC_FULL_SECONDS = Histogram(
-    "touchstream_gc_full_collection_seconds", "Pause of the worker's hourly full garbage collection",
+    "touchstream_gc_full_collection_seconds", "Pause of the worker's periodic (10 min) full garbage collection",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5),
 )
 REDELIVERED = Counter(

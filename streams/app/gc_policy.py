@@ -25,7 +25,7 @@ from streams import metrics
 log = logging.getLogger(__name__)
 
 FREEZE_EVERY_S = 60.0
-FULL_EVERY_S = 3600.0
+FULL_EVERY_S = 600.0
 
 
 class GcPolicy:
