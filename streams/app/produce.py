@@ -29,7 +29,7 @@ from functools import lru_cache
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from aiokafka.partitioner import murmur2
 
 from streams import metrics
@@ -37,6 +37,15 @@ from streams.kafka_admin import client_kwargs
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: Largest record we produce. The state changelog is created with this ``max.message.bytes``: one
+#: state value (e.g. a tenant's distinct persons of one funnel window) can pass Kafka's 1 MB
+#: default on a big tenant. Output topics stay far below it.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+
+
+class RecordTooLarge(RuntimeError):
+    """A record exceeds the size limit: fatal (the batch guard ends the worker), never retried."""
 Record = tuple[bytes | None, bytes | None]  # key, value
 
 
@@ -66,7 +75,7 @@ class KafkaOut:
                         enable_idempotence=True,
                         linger_ms=0,  # batches are built by us, already whole
                         max_batch_size=self.settings.produce_batch_bytes,
-                        max_request_size=2 * 1024 * 1024,
+                        max_request_size=MAX_RECORD_BYTES + 64 * 1024,
                         request_timeout_ms=30_000,
                         **client_kwargs(self.settings),
                     )
@@ -135,6 +144,11 @@ class BatchSender:
         while True:
             try:
                 return await self._ship(placed)
+            except (MessageSizeTooLargeError, RecordTooLargeError) as exc:  # the same records will never fit
+                raise RecordTooLarge(
+                    f"a record of this batch exceeds the broker's or topic's size limit ({exc!r}); retrying cannot "
+                    f"help. State values must stay under MAX_RECORD_BYTES ({MAX_RECORD_BYTES}): see README, limits"
+                ) from exc
             except KafkaError as exc:  # a broker is down or a leader moved: same records again, on a fresh producer
                 metrics.PRODUCE_RETRIES.inc()
                 log.warning("producing %d batches failed (%r); retrying in %.1fs", len(placed), exc, delay)
