@@ -79,7 +79,7 @@ def second_of_traffic(rng: random.Random, now_ms: int, n: int, replies: dict[int
 def test_steady_load_without_memory_growth(pipeline_env: dict[str, str], tmp_path: Path,
                                            workers: list[WorkerProc]) -> None:
     notifiers = tmp_path / "notifiers.json"
-    notifiers.write_text('{"paging": {"retention_s": 120}}')
+    notifiers.write_text('{"notifiers": {}, "paging": {"retention_s": 120}}')
     env = dict(pipeline_env, TOUCHSTREAM_DEDUP_WINDOW_S="120", TOUCHSTREAM_ALLOWED_LATENESS_S="60",
                TOUCHSTREAM_NOTIFIERS_FILE=str(notifiers))
     prefix, bootstrap = env["TOUCHSTREAM_TOPIC_PREFIX"], env["KAFKA_BOOTSTRAP_SERVERS"]
