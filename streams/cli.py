@@ -93,6 +93,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- worker / run
 def _prepare(s: Settings) -> None:
     from streams.app import topics
+    from streams.app.statestore import CHANGELOG_CONFIG
     from streams.clickhouse.client import ClickHouse
     from streams.clickhouse.migrate import migrate
     from streams.kafka_admin import ensure_topics
@@ -100,7 +101,7 @@ def _prepare(s: Settings) -> None:
     # The state changelog too: Faust would otherwise create it lazily, possibly while a broker is down.
     changelog = f"{s.app_id}-state-changelog"
     asyncio.run(ensure_topics(s.bootstrap, [*(s.topic(t) for t in topics.ALL), changelog], s.partitions,
-                              s.replication, s, compacted=[changelog]))
+                              s.replication, s, configs={changelog: CHANGELOG_CONFIG}))
     if s.role != "process":  # a processing-only worker never opens ClickHouse (the embedded engine is 1 process)
         ch = ClickHouse(s.clickhouse_url, s.clickhouse_database)
         migrate(ch)

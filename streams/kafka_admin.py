@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -57,11 +57,12 @@ async def ensure_topics(
     partitions: int,
     replication: int,
     settings: Settings | None = None,
-    compacted: Iterable[str] = (),
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[str]:
-    """Create missing topics; returns the names created. Existing topics are left as they are."""
+    """Create missing topics (``configs``: topic-level settings per topic); returns the names
+    created. Existing topics are left as they are."""
     wanted = list(dict.fromkeys(topics))
-    compact = set(compacted)
+    per_topic = configs or {}
 
     async def go(admin: AIOKafkaAdminClient) -> list[str]:
         existing = set(await admin.list_topics())
@@ -72,7 +73,7 @@ async def ensure_topics(
                     t,
                     num_partitions=partitions,
                     replication_factor=replication,
-                    topic_configs={"cleanup.policy": "compact"} if t in compact else {},
+                    topic_configs=dict(per_topic.get(t, {})),
                 )
                 for t in missing
             ]

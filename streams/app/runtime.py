@@ -17,8 +17,8 @@ import faust
 import orjson
 
 from streams.app import topics
-from streams.app.produce import MAX_RECORD_BYTES, BatchSender, KafkaOut
-from streams.app.statestore import StateBridge
+from streams.app.produce import BatchSender, KafkaOut
+from streams.app.statestore import CHANGELOG_CONFIG, StateBridge
 from streams.clickhouse.client import ClickHouse
 from streams.core.pipeline import Outputs, Pipeline, PipelineConfig
 from streams.core.sla import PolicySet
@@ -135,7 +135,7 @@ def build(settings: Settings, *, web: bool = True) -> Runtime:
             # bytes in, bytes out: Faust picks the "raw" codec for bytes types, so the changelog
             # carries exactly what StateBridge wrote (orjson values, "ns\x1fkey" keys)
             "state", default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes,
-            extra_topic_configs={"max.message.bytes": str(MAX_RECORD_BYTES)},
+            extra_topic_configs=CHANGELOG_CONFIG,
         )
         if processing
         else None

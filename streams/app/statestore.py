@@ -27,12 +27,14 @@ from typing import Any
 import orjson
 from faust.types import TP
 
-from streams.app.produce import BatchSender, key_partition
+from streams.app.produce import MAX_RECORD_BYTES, BatchSender, key_partition
 from streams.core.state import MemoryStore
 
 SEP = "\x1f"
 WAL = "__wal"
 WAL_PART_BYTES = 512 * 1024
+#: Topic-level settings of the state changelog (Faust's and ``touchstream worker``'s pre-creation).
+CHANGELOG_CONFIG: dict[str, str] = {"cleanup.policy": "compact", "max.message.bytes": str(MAX_RECORD_BYTES)}
 
 
 def partition_for(key: str, partitions: int) -> int:
