@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -49,6 +50,22 @@ def cluster_brokers(bootstrap: str, timeout: float = 5.0, settings: Settings | N
         return len((await admin.describe_cluster())["brokers"])
 
     return asyncio.run(_with_admin(bootstrap, settings, go, timeout))
+
+
+def can_replicate(bootstrap: str, replication: int, timeout: float = 10.0, settings: Settings | None = None) -> bool:
+    """Can the controller place ``replication`` replicas right now? (A throw-away topic is created
+    and deleted.) Metadata can list a broker that the controller has not registered yet or has
+    fenced for a missed heartbeat on a loaded machine; topic creation is what workers need."""
+    name = f"__touchstream_probe_{uuid.uuid4().hex[:8]}"
+
+    async def go(admin: AIOKafkaAdminClient) -> bool:
+        resp = await admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=replication)])
+        ok = all(code == 0 for _, code, *_ in resp.topic_errors)
+        if ok:
+            await admin.delete_topics([name])
+        return ok
+
+    return bool(asyncio.run(_with_admin(bootstrap, settings, go, timeout)))
 
 
 async def ensure_topics(

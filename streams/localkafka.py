@@ -279,12 +279,14 @@ class LocalKafka:
         deadline = time.monotonic() + timeout
         for node in self.nodes:
             self._wait_port(node, max(1.0, deadline - time.monotonic()))
-        from streams.kafka_admin import cluster_brokers  # local import: keeps `kafka stop` light
+        from streams.kafka_admin import can_replicate, cluster_brokers  # local import: keeps `kafka stop` light
 
         last: Exception | None = None
         while time.monotonic() < deadline:
             try:
-                if cluster_brokers(self.bootstrap, timeout=5.0) >= len(self.nodes):
+                if cluster_brokers(self.bootstrap, timeout=5.0) >= len(self.nodes) and (
+                    len(self.nodes) == 1 or can_replicate(self.bootstrap, len(self.nodes))
+                ):
                     return
             except Exception as exc:  # broker still starting: retry until the deadline
                 last = exc
