@@ -22,6 +22,7 @@ import logging
 from typing import Any
 
 from streams import metrics
+from streams.app.lag import seek
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class InOrder:
             log.warning("%s: %s:%d delivered offset %d while %d is next; re-reading from %d",
                         self.name, tp.topic, tp.partition, got, nxt, nxt)
             try:
-                await consumer.seek(tp, nxt)
+                await seek(consumer, tp, nxt)
             except Exception as exc:  # revoked meanwhile: its next owner starts from the committed offset
                 log.warning("%s: seek of %s:%d failed (%r)", self.name, tp.topic, tp.partition, exc)
                 self._next.pop(tp, None)

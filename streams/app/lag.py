@@ -101,6 +101,26 @@ def register(rt: Runtime) -> None:
         shown.update(current)
 
 
+async def seek(consumer: Any, tp: Any, offset: int) -> None:
+    """``consumer.seek`` run on the consumer's own thread.
+
+    Why: faust-streaming 0.15 (with aiokafka 0.14) runs aiokafka in a separate thread,
+    but its ``Consumer.seek`` calls aiokafka's ``seek`` from the event-loop thread. That
+    deletes the partition's entry in the fetcher's record map while the consumer thread may be
+    iterating it in ``fetched_records`` — ``KeyError`` in ``del self._records[tp]``, which
+    crashes Faust's Fetcher service and with it the worker (seen in CI during a rebalance,
+    when the in-order filter seeks back several partitions at once). Going through the
+    thread's method queue serialises the seek with the fetch.
+    """
+    thread = consumer._thread
+    await thread.call_thread(_seek_now, thread._ensure_consumer(), tp, offset)
+    consumer._read_offset[tp] = offset if offset else None  # as Faust's own seek does
+
+
+def _seek_now(aiokafka_consumer: Any, tp: Any, offset: int) -> None:
+    aiokafka_consumer.seek(tp, offset)
+
+
 def stalled_partitions(consumer: Any) -> dict[Any, tuple[int, int]]:
     """Partitions whose acked offsets start past the committed offset (the next one to read).
 
@@ -128,7 +148,7 @@ async def repair_stall(consumer: Any, tp: Any, committed: int) -> None:
     consumer._acked.pop(tp, None)
     consumer._acked_index.pop(tp, None)
     consumer._gap.pop(tp, None)
-    await consumer.seek(tp, committed)
+    await seek(consumer, tp, committed)
 
 
 def register_stall_repair(rt: Runtime) -> None:
