@@ -19,13 +19,21 @@ class FakeApp:
         self.revoke_handlers: list[Any] = []
         app = self
 
-        async def seek(tp: Any, offset: int) -> None:
-            app.seeks.append((tp, offset))
+        async def seek_from_the_event_loop(tp: Any, offset: int) -> None:
+            raise AssertionError("Faust's Consumer.seek races the fetcher: seek on the consumer thread")
+
+        async def call_thread(fun: Any, *args: Any) -> Any:
+            app.thread_calls += 1
+            return fun(*args)
 
         async def earliest_offsets(*tps: Any) -> dict[Any, int]:
             return {tp: 0 for tp in tps}
 
-        self.consumer = SimpleNamespace(_committed_offset=dict(committed), seek=seek, earliest_offsets=earliest_offsets)
+        self.thread_calls = 0
+        aiokafka_consumer = SimpleNamespace(seek=lambda tp, offset: app.seeks.append((tp, offset)))
+        thread = SimpleNamespace(call_thread=call_thread, _ensure_consumer=lambda: aiokafka_consumer)
+        self.consumer = SimpleNamespace(_committed_offset=dict(committed), seek=seek_from_the_event_loop,
+                                        earliest_offsets=earliest_offsets, _thread=thread, _read_offset={})
         self.on_partitions_revoked = SimpleNamespace(connect=self.revoke_handlers.append)
 
 
@@ -44,6 +52,7 @@ def test_takes_from_the_committed_offset_and_stops_a_partition_at_a_hole() -> No
     kept = asyncio.run(order.take(batch))
     assert offsets(kept) == [(0, 10), (1, 5), (0, 11), (1, 6)]
     assert app.seeks == [(A, 12)]  # 12 never came: read again from there
+    assert app.thread_calls == 1 and app.consumer._read_offset == {A: 12}
     assert [e.message.acked for e in batch] == [False, False, False, True, False, True]  # released, not acked
     again = [ev(A, 11), ev(A, 12), ev(A, 13)]  # after the seek (11: a re-delivery of a processed one)
     assert offsets(asyncio.run(order.take(again))) == [(0, 12), (0, 13)]
