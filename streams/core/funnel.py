@@ -1,17 +1,35 @@
 """Per-tenant funnel counts in event-time tumbling windows (1 minute by default).
 
 Why these counts: the anomaly detector needs, per window, how many *distinct persons* reached
-each stage, per dimension (total, channel, campaign, channel × campaign). Conversion k→k+1 of
-a window is defined as
+each stage, per dimension (total, channel, campaign, channel × campaign), and how many of them
+went on to the next stage. Each row carries, for its dimension, window and stage k:
 
-    distinct persons reaching stage k+1 in the window / distinct persons reaching stage k in it
+* ``events``: events mapped to stage k;
+* ``persons``: distinct persons who reached stage k in the window (the stage's volume);
+* ``converted``: how many of those ``persons`` also reached stage k+1 — anywhere in the tenant,
+  in the same window or the next ``conversion_lookahead_windows`` (default 1) windows
+  (``None`` for the last stage).
 
-a same-window rate ratio. The time between a person's stages is not tracked: for the fast
-upper stages (impression → click → visit) most transitions happen inside a minute, so the
-ratio is the live signal; for the slow lower stages the ratio is systematically low (the lead
-arrives hours after the visit), and the detector's baseline, learned from the same ratio's own
-history, absorbs that lag. The ratio may exceed 1 (organic visits without a click); the
-detector copes with that.
+Conversion k→k+1 of a dimension and window is ``converted / persons`` of stage k: the share of
+the window's stage-k cohort that advanced. The numerator is a subset of the denominator, so it
+is a proportion and a binomial test applies. Why not "persons at k+1 / persons at k": visits
+include people who never clicked (organic search, direct, returning visitors), so at the total
+level that ratio is ~4 for click→visit, not a proportion, and it moves with organic traffic;
+and stage k+1 is often tracked on another channel than stage k (clicks on ``ads``, the landing
+page view on ``web``), so per channel it was 0 or undefined. Stage k+1 is therefore looked up
+tenant-wide: an ``ads`` clicker who lands on ``web`` converted for the ``ads`` channel.
+
+Time between stages: a person at stage k at time t counts as converted if stage k+1 follows by
+the end of the next window, i.e. within 1-2 windows of t (so a click at 12:00:59 whose page view
+is logged at 12:01:01 counts, as does one at 12:00:01 followed at 12:01:50). The order inside
+that span is not checked (a page view just before the click in the same window counts). Slower
+transitions (visit → lead, lead → opportunity: minutes to days) mostly fall outside it, so those
+conversions are low and thin; the detector watches them only where the counts make them
+informative, and every stage's own volume regardless. The lookahead windows are still open when
+a window closes (they close later, in order), so no extra state is needed: with the default
+5-minute lateness and 1-minute windows the next window is complete except for events more than
+~4 minutes out of order. ``converted`` is therefore as deterministic as the rest of the row
+(a function of the input order, like lateness); ClickHouse ``funnel_minute`` does not store it.
 
 Windows close when the caller's per-tenant watermark passes their end (this stage is keyed by
 tenant, so there is a single writer per tenant). An event whose window has already closed is
@@ -50,6 +68,12 @@ class FunnelConfig:
     window_ms: int = 60_000
     # Overflow goes to campaign "__other__", so a tenant with thousands of campaigns cannot blow memory.
     max_campaigns_per_tenant_window: int = 500
+    #: A stage-k person of window w converted if they reach stage k+1 in w or the next this many windows.
+    conversion_lookahead_windows: int = 1
+
+    def __post_init__(self) -> None:
+        if self.window_ms <= 0 or self.conversion_lookahead_windows < 0:
+            raise ValueError("window_ms must be positive and conversion_lookahead_windows ≥ 0")
 
 
 @lru_cache(maxsize=65_536)
@@ -174,16 +198,20 @@ class FunnelAggregator:
         self._store.delete(key)
         if win is None:
             return []
-        end = start + self.config.window_ms
+        w = self.config.window_ms
+        end = start + w
+        reached = self._reached(tenant_id, start, win)
         rows: list[dict[str, Any]] = []
         cells = sorted(
             ((parse_dim_key(k), v) for k, v in win["d"].items()), key=lambda kv: dim_sort_key(kv[0])
         )
+        last = len(STAGES) - 1
         for (channel, campaign), stages in cells:
-            for stage in STAGES:
+            for i, stage in enumerate(STAGES):
                 cell = stages.get(stage)
                 if cell is None or cell[0] <= 0:
                     continue
+                nxt = reached[i + 1] if i < last else None
                 rows.append(
                     {
                         "tenant_id": tenant_id,
@@ -194,9 +222,30 @@ class FunnelAggregator:
                         "stage": stage,
                         "events": cell[0],
                         "persons": len(cell[1]),
+                        "converted": None if nxt is None else sum(1 for p in cell[1] if p in nxt),
                     }
                 )
         return rows
+
+    def _reached(self, tenant_id: str, start: int, win: dict[str, Any]) -> list[set[str]]:
+        """Per stage: persons of the tenant who reached it in this window or the lookahead windows
+        (the total dimension holds every person; lookahead windows are still open in the store)."""
+        total = dim_key(None, None)
+        w = self.config.window_ms
+        wins = [win]
+        for k in range(1, self.config.conversion_lookahead_windows + 1):
+            nxt = self._store.get(f"{tenant_id}|w|{start + k * w}")
+            if nxt is not None:
+                wins.append(nxt)
+        out: list[set[str]] = [set()]  # (nobody converts *into* the first stage)
+        for stage in STAGES[1:]:
+            persons: set[str] = set()
+            for one in wins:
+                cell = one["d"].get(total, {}).get(stage)
+                if cell is not None:
+                    persons.update(cell[1])
+            out.append(persons)
+        return out
 
     def open_windows(self, tenant_id: str) -> list[int]:
         return list(self._open.get(tenant_id, ()))

@@ -31,7 +31,8 @@ def test_counts_events_and_distinct_persons_for_every_dimension() -> None:
     assert f.observe("t", "p3", "visit", "web", None, T0 + 4)
     rows = f.advance("t", T0 + W)
     assert set(rows[0]) == {
-        "tenant_id", "window_start", "window_end", "channel", "campaign", "stage", "events", "persons"
+        "tenant_id", "window_start", "window_end", "channel", "campaign", "stage", "events", "persons",
+        "converted",
     }
     assert all(r["tenant_id"] == "t" and r["window_end"] == T0 + W for r in rows)
     assert table(rows) == {

@@ -492,3 +492,47 @@ def test_add_noise_single_kind() -> None:
         assert all(isinstance(validate(raw), Rejection) for raw in bad)
     with pytest.raises(ValueError):
         list(sim.add_noise([], 0.1, seed=1, kinds=("cosmic_ray",)))
+
+
+# --------------------------------------------------------------------------- detector scoring
+
+
+def test_evaluation_plan_matching_and_pooled_figures() -> None:
+    """``streams.evaluate``: the long-run incident plan is valid for the simulator and spaced out;
+    an anomaly naming the incident's campaign, kind and stage within the window is a hit (with
+    its delay), anything unexplained is a false alarm, and series-days count watched series."""
+    from streams.evaluate import evaluate, incident_plan, totals
+
+    cfg = SimConfig(rate=200, duration_s=24 * 3600, seed=5, start_ms=START)
+    plan = incident_plan(cfg, seed=5)
+    assert len(plan) >= 6 and all(inc.end_ms > inc.start_ms for inc in plan)
+    assert all(b.start_ms - a.start_ms >= 100 * MIN for a, b in pairwise(plan))
+    assert next(sim.generate(replace(cfg, incidents=plan)))  # (unknown tenants/campaigns would raise)
+    assert {inc.kind for inc in plan} <= {"landing_page_outage", "tracking_broken"}
+
+    inc = {"kind": "landing_page_outage", "tenant_id": "t", "campaign": "c", "stage_from": "click",
+           "stage_to": "visit", "factor": 0.5, "start_ms": START + 60 * MIN, "end_ms": START + 75 * MIN}
+    truth = {"config": {"duration_s": 86_400, "window_ms": MIN}, "incidents": [inc]}
+
+    def anomaly(aid: str, at: int, campaign: str | None, kind: str = "conversion_drop") -> dict[str, Any]:
+        return {"anomaly_id": aid, "tenant_id": "t", "dimension": {"channel": None, "campaign": campaign},
+                "kind": kind, "stage_from": "click", "stage_to": "visit", "status": "open",
+                "window_start": at - 2 * MIN, "detected_at": at}
+
+    funnel = [{"tenant_id": "t", "window_start": START + i * MIN, "channel": None, "campaign": cm,
+               "stage": stage, "persons": n, "converted": conv}
+              for i in range(1440) for cm in (None, "c")
+              for stage, n, conv in (("click", 250, 210), ("visit", 900, 30), ("interaction", 5, 0))]
+    hit = anomaly("a1", START + 62 * MIN, "c")
+    res = evaluate(truth, [hit, anomaly("a2", START + 300 * MIN, None, "volume_surge"),
+                           anomaly("a3", START + 80 * MIN, None)], funnel)
+    assert res["recall"] == 1.0 and res["incidents"][0]["delay_windows"] == 2.0
+    assert res["incidents"][0]["upper_persons_per_min"] == 250.0 and res["incidents"][0]["eligible"]
+    assert res["false_alarms"] == 1 and res["secondary_alarms_during_incidents"] == 1  # a3: recovery tail
+    assert res["series"] == 2 * 13 and res["series_days"] == 26.0
+    # watched: click, visit volumes and click→visit, visit→interaction conversions, per dimension
+    assert res["watched_series"] == 2 * 4 and res["false_alarms_per_100_watched_series_days"] == 12.5
+    assert res["false_alarms_by_kind"] == {"volume_surge click→visit @total": 1}
+    pooled = totals([res, evaluate(truth, [], funnel)])
+    assert (pooled["eligible_incidents"], pooled["detected"], pooled["false_alarms"]) == (2, 1, 1)
+    assert pooled["series_days"] == 52.0 and pooled["median_delay_windows"] == 2.0
