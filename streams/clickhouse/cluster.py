@@ -12,7 +12,8 @@ import re
 from streams.clickhouse.migrate import load, statements
 
 _TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS \{db\}\.(\w+)")
-_VIEW = re.compile(r"(CREATE VIEW IF NOT EXISTS \{db\}\.\w+)")
+_VIEW = re.compile(r"(CREATE (?:OR REPLACE )?VIEW (?:IF NOT EXISTS )?\{db\}\.\w+)")
+_ALTER = re.compile(r"ALTER TABLE \{db\}\.(\w+)")
 _ENGINE = re.compile(r"ENGINE = ReplacingMergeTree\((\w*)\)")
 
 
@@ -23,7 +24,12 @@ def cluster_ddl(cluster: str, db: str = "touchstream", raw_ttl_days: int = 400) 
     for migration in load():
         for stmt in statements(migration.sql):
             m = _TABLE.match(stmt)
-            if m:
+            alter = _ALTER.match(stmt)
+            if alter:  # a column change applies to the replicated table and its Distributed front
+                name = alter.group(1)
+                for target in (f"{name}_local", name):
+                    out.append(stmt.replace(f"{{db}}.{name}", f"{{db}}.{target} ON CLUSTER '{cluster}'", 1) + ";")
+            elif m:
                 name = m.group(1)
                 local = stmt.replace(f"{{db}}.{name}", f"{{db}}.{name}_local ON CLUSTER '{cluster}'", 1)
                 path = f"'/clickhouse/tables/{{shard}}/{db}/{name}', '{{replica}}'"

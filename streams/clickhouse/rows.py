@@ -88,6 +88,7 @@ def funnel_row(r: dict[str, Any]) -> tuple[Any, ...]:
     return (
         r["tenant_id"], dt(r["window_start"]), dt(r["window_end"]), _s(r.get("channel")), _s(r.get("campaign")),
         r["stage"], int(r["events"]), int(r["persons"]),
+        None if r.get("converted") is None else int(r["converted"]),
     )
 
 
@@ -133,6 +134,7 @@ SPECS: tuple[TableSpec, ...] = (
     ), response_time_row),
     TableSpec(topics.FUNNEL, "funnel_minute", (
         "tenant_id", "window_start", "window_end", "channel", "campaign", "stage", "events", "persons",
+        "converted",
     ), funnel_row),
     TableSpec(topics.ANOMALIES, "anomalies", (
         "anomaly_id", "tenant_id", "channel", "campaign", "stage_from", "stage_to", "kind", "status",

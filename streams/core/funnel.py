@@ -29,7 +29,8 @@ informative, and every stage's own volume regardless. The lookahead windows are 
 a window closes (they close later, in order), so no extra state is needed: with the default
 5-minute lateness and 1-minute windows the next window is complete except for events more than
 ~4 minutes out of order. ``converted`` is therefore as deterministic as the rest of the row
-(a function of the input order, like lateness); ClickHouse ``funnel_minute`` does not store it.
+(a function of the input order, like lateness); ClickHouse ``funnel_minute`` stores it
+(schemas/clickhouse/0005_funnel_converted.sql).
 
 Windows close when the caller's per-tenant watermark passes their end (this stage is keyed by
 tenant, so there is a single writer per tenant). An event whose window has already closed is

@@ -74,7 +74,8 @@ def ground_truth(events: list[dict], work: Path) -> Truth:
         events=summary.valid,
         sessions={s["session_id"] for s in offline_sessions if s["person_id"] not in flush_persons},
         windows={(f["tenant_id"], f["window_start"], f["channel"] or "", f["campaign"] or "", f["stage"],
-                  f["events"], f["persons"]) for f in offline_funnel if f["window_start"] < first_flush},
+                  f["events"], f["persons"], f["converted"])
+                 for f in offline_funnel if f["window_start"] < first_flush},
     )
     assert truth.events == len(events) and len(truth.sessions) > 100
     return truth
@@ -89,9 +90,9 @@ def assert_clickhouse_exact(env: dict[str, str], truth: Truth) -> None:
                                              f"{len(truth.sessions - live_sessions)} missing of {len(truth.sessions)}")
     assert ch_query(env, "SELECT count() FROM {db}.sessions FINAL") == [[len(truth.sessions)]]
     live_windows = {
-        (r[0], int(r[1]), r[2], r[3], r[4], int(r[5]), int(r[6]))
+        (r[0], int(r[1]), r[2], r[3], r[4], int(r[5]), int(r[6]), None if r[7] is None else int(r[7]))
         for r in ch_query(env, "SELECT tenant_id, toUnixTimestamp64Milli(window_start), channel, campaign, stage, "
-                               "events, persons FROM {db}.funnel_minute FINAL")
+                               "events, persons, converted FROM {db}.funnel_minute FINAL")
     }
     assert live_windows == truth.windows, (f"funnel rows: {len(live_windows - truth.windows)} unexpected, "
                                            f"{len(truth.windows - live_windows)} missing of {len(truth.windows)}")

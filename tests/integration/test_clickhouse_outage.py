@@ -264,15 +264,17 @@ def test_clickhouse_write_outage_then_exact_recovery(pipeline_env: dict[str, str
     for view, bucket, width_ms in (("funnel_hourly", "toDateTime(hour, 'UTC')", 3_600_000),
                                    ("funnel_daily", "toDateTime(day, 'UTC')", 86_400_000)):
         want: Counter[tuple] = Counter()
-        for tenant, start, channel, campaign, stage, ev, persons in truth.windows:
+        for tenant, start, channel, campaign, stage, ev, persons, converted in truth.windows:
             key = (tenant, start // width_ms * width_ms, channel, campaign, stage)
             want[(*key, "events")] += ev
             want[(*key, "person_minutes")] += persons
+            want[(*key, "converted_person_minutes")] += converted or 0
         got: dict[tuple, int] = {}
         for r in ch_query(env, f"SELECT tenant_id, toUnixTimestamp({bucket}) * 1000, channel, campaign, stage, "
-                               f"events, person_minutes FROM {{db}}.{view}"):
+                               f"events, person_minutes, converted_person_minutes FROM {{db}}.{view}"):
             key = (r[0], int(r[1]), r[2], r[3], r[4])
             got[(*key, "events")], got[(*key, "person_minutes")] = int(r[5]), int(r[6])
+            got[(*key, "converted_person_minutes")] = int(r[7] or 0)
         assert got == dict(want), view
 
     errors = [table_metric(m, "touchstream_sink_errors_total", "touchpoints") for m in (metrics_1, metrics_2)]

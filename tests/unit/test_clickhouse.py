@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,8 @@ from streams.clickhouse import queries
 from streams.clickhouse.client import ClickHouse, database_of, redact
 from streams.clickhouse.migrate import load, migrate, statements
 from streams.clickhouse.rows import SPECS
+
+SPECS_BY_TABLE = {s.table: s for s in SPECS}
 
 
 def now_ms() -> int:
@@ -23,6 +26,36 @@ def test_migrations_are_idempotent(ch: ClickHouse) -> None:
     assert {"touchpoints", "sessions", "sla_events", "response_times", "funnel_minute", "anomalies"} <= set(
         ch.tables()
     )
+
+
+def test_upgrade_adds_cohort_conversion_without_touching_old_rows(chdb_path: Path, tmp_path: Path) -> None:
+    """A database at 0004 (rows written) upgrades in place: old rows read converted = NULL
+    (not measured), new rows carry it, the hourly view sums it next to person_minutes."""
+    import shutil
+    import uuid
+
+    from streams.clickhouse.migrate import SCHEMA_DIR
+
+    old_dir = tmp_path / "schemas"
+    old_dir.mkdir()
+    for f in sorted(SCHEMA_DIR.glob("*.sql"))[:4]:
+        shutil.copy(f, old_dir / f.name)
+    client = ClickHouse(f"chdb://{chdb_path}", database=f"t_{uuid.uuid4().hex[:10]}")
+    try:
+        assert migrate(client, old_dir) == ["0001", "0002", "0003", "0004"]
+        t = now_ms() // 3_600_000 * 3_600_000
+        row = {"tenant_id": "acme", "window_start": t, "window_end": t + 60_000, "channel": None,
+               "campaign": None, "stage": "click", "events": 12, "persons": 10}
+        client.insert("funnel_minute", [SPECS_BY_TABLE["funnel_minute"].to_row(row)[:-1]],
+                      SPECS_BY_TABLE["funnel_minute"].columns[:-1])
+        assert migrate(client) == ["0005"] and migrate(client) == []
+        insert(client, "funnel_minute", [dict(row, window_start=t + 60_000, window_end=t + 120_000, converted=7)])
+        got = client.query(f"SELECT converted FROM {client.db}.funnel_minute ORDER BY window_start")
+        assert [r[0] for r in got] == [None, 7]
+        hourly = client.query(f"SELECT person_minutes, converted_person_minutes FROM {client.db}.funnel_hourly")
+        assert [list(r) for r in hourly] == [[20, 7]]
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS {client.db}")
 
 
 def test_statement_splitter_ignores_comments() -> None:
@@ -123,3 +156,7 @@ def test_cluster_ddl_covers_every_table_with_replicated_and_distributed_forms() 
         assert f"Distributed('prod', 'analytics', '{table}_local', cityHash64(tenant_id))" in ddl
     assert "{db}" not in ddl and "non_replicated" not in ddl
     assert "CREATE VIEW IF NOT EXISTS analytics.funnel_hourly ON CLUSTER 'prod'" in ddl
+    # a column added later reaches the replicated table and its Distributed front; views are replaced
+    for table in ("funnel_minute_local", "funnel_minute"):
+        assert f"ALTER TABLE analytics.{table} ON CLUSTER 'prod' ADD COLUMN IF NOT EXISTS converted" in ddl
+    assert "CREATE OR REPLACE VIEW analytics.funnel_daily ON CLUSTER 'prod'" in ddl
