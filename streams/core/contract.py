@@ -201,9 +201,11 @@ def _conversation(obj: dict[str, Any], event_type: str) -> dict[str, Any] | None
         v = out.get(key)
         if v is not None and not isinstance(v, str):
             raise _Invalid("invalid_field", f"conversation.{key} must be a string")
+    # No default here: an event without a priority keeps the conversation's known one (the SLA
+    # state remembers it); filling in "normal" made every later message downgrade an urgent chat.
     prio = out.get("priority")
     if prio is None:
-        out["priority"] = "normal"
+        out.pop("priority", None)
     elif not isinstance(prio, str) or prio not in PRIORITIES:
         raise _Invalid("invalid_field", f"conversation.priority must be one of {sorted(PRIORITIES)}")
     return out

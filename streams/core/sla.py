@@ -94,6 +94,8 @@ KINDS: tuple[str, ...] = ("first_reply", "next_reply")
 CLOSED_RETENTION_MS = 30 * 86_400_000
 MATCH_FIELDS: tuple[str, ...] = ("tenant_id", "channel", "priority", "team")
 DEFAULT_POLICY_NAME = "default"
+#: A conversation's priority until one of its events names one (events without it keep the last).
+DEFAULT_PRIORITY = "normal"
 DEFAULT_FIRST_REPLY_S: Mapping[str, float] = MappingProxyType({
     "live_chat": 60, "whatsapp": 300, "messenger": 300, "social": 900, "email": 14_400,
 })
@@ -411,7 +413,7 @@ class SlaEngine:
 
     def _start_wait(self, st: dict[str, Any], tp: Touchpoint) -> dict[str, Any]:
         kind = "next_reply" if st["replied"] else "first_reply"
-        prio = st["priority"]
+        prio = st["priority"] or DEFAULT_PRIORITY  # until an event names one
         policy = self._policies.match(tp.tenant_id, tp.channel, prio, st["team"])
         target = policy.target_s(kind, prio)
         sched = policy.schedule

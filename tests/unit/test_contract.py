@@ -115,7 +115,7 @@ def test_offline_skips_future_check() -> None:
 def test_conversation_defaults() -> None:
     tp = check(event(type="message_in", conversation={"id": 42}))
     assert isinstance(tp, Touchpoint)
-    assert tp.conversation == {"id": "42", "priority": "normal"}
+    assert tp.conversation == {"id": "42"}  # no priority given: none invented (the conversation keeps its own)
 
 
 @pytest.mark.parametrize(

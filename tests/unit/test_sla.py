@@ -194,6 +194,24 @@ def engine(policies: PolicySet | None = None) -> tuple[SlaEngine, MemoryStore]:
     return SlaEngine(store, policies), store
 
 
+def test_priority_sticks_until_an_event_names_another() -> None:
+    """Later events without a priority (a reply, the next message) keep an urgent conversation
+    urgent; a conversation that never named one is normal; a named change applies to new waits."""
+    e, _ = engine()
+    e.observe(tp("message_in", T0, priority="urgent"))
+    (rt,) = e.observe(tp("message_out", T0 + 10 * S, agent="a1", priority=None))
+    assert (rt["priority"], rt["target_s"]) == ("urgent", 30.0)
+    e.observe(tp("message_in", T0 + 20 * S, priority=None))
+    (rt,) = e.observe(tp("message_out", T0 + 30 * S, priority=None))
+    assert (rt["kind"], rt["priority"], rt["target_s"]) == ("next_reply", "urgent", 60.0)
+    e.observe(tp("message_in", T0 + 40 * S, priority="low"))
+    (rt,) = e.observe(tp("message_out", T0 + 50 * S, priority=None))
+    assert (rt["priority"], rt["target_s"]) == ("low", 120.0)
+    e.observe(tp("message_in", T0, conv="c2", priority=None))
+    (rt,) = e.observe(tp("message_out", T0 + 5 * S, conv="c2", priority=None))
+    assert (rt["priority"], rt["target_s"]) == ("normal", 60.0)
+
+
 def test_reply_before_warning_emits_only_a_response_time() -> None:
     e, _ = engine()
     assert e.observe(tp("message_in", T0, team="support")) == []
