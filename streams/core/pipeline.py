@@ -143,7 +143,9 @@ class Pipeline:
         person_id = res.person_id
 
         stage = self.config.stage_map.stage_of(tenant, tp.type)
-        assignment = self.sessions.observe(tp, person_id, stage)
+        # what sessions and the funnel keep (page, campaign) leaves the worker later: pseudonymised now
+        public = tp if self.config.pseudonyms is None else self.config.pseudonyms.public_touchpoint(tp)
+        assignment = self.sessions.observe(public, person_id, stage)
         if assignment.late:
             out.late_sessions += 1
 
@@ -155,7 +157,7 @@ class Pipeline:
             self._route_sla(self.sla.observe(tp), clock)
 
         if stage is not None and not self.funnel.observe(
-            tenant, person_id, stage, tp.channel, tp.campaign_name, tp.occurred_at
+            tenant, person_id, stage, tp.channel, public.campaign_name, tp.occurred_at
         ):
             out.late_funnel += 1
 

@@ -14,6 +14,11 @@ built from those records by the sink, so they inherit it. Per output:
   phones as ``+digits`` and as bare digits). Values shorter than :data:`MIN_SCRUB_LEN` are
   not searched for in free text, and an identifier written in another spelling (``0151 234
   ...``) is not recognised there: producers must not put personal data in free-form fields.
+* ``sessions.closed`` keeps a session's first and last page and campaign, and the funnel and
+  anomaly records the campaign name: those are taken from the touchpoint after the same
+  replacement in ``page`` and ``campaign`` (:meth:`Pseudonymiser.public_touchpoint`, applied in
+  ``Pipeline.process`` before the sessionizer and the funnel see the event: what they keep in
+  state is already clean).
 * ``identity.merges``, ``sessions.closed`` and the SLA/funnel/anomaly records carry no
   identifier values, only person/session ids. Those ids are hashes of the founding identifier,
   and an *unkeyed* hash of a phone number is reversible by enumerating numbers; so for a
@@ -49,9 +54,10 @@ from __future__ import annotations
 import hmac
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
-from streams.core.model import IDENTITY_TYPES
+from streams.core.model import IDENTITY_TYPES, Touchpoint
 
 PREFIX = "h:"
 #: Hex characters kept from the HMAC: 128 bits (collision reasoning in the module docstring).
@@ -155,19 +161,42 @@ class Pseudonymiser:
             for t, v in identities.items()
         }
 
+    def _swaps(self, tenant: str, ids: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+        """(identities with pseudonyms, [(domain, raw, pseudonym)]) for a configured tenant."""
+        types = self.types
+        swaps: list[tuple[str, str, str]] = []
+        new_ids = dict(ids)
+        for t, v in ids.items():
+            if t in types and isinstance(v, str):
+                p = new_ids[t] = self.pseudonym(tenant, t, v)
+                swaps.append((DOMAINS.get(t, t), v, p))
+        return new_ids, swaps
+
+    def public_touchpoint(self, tp: Touchpoint) -> Touchpoint:
+        """The touchpoint whose free-form members may be *kept* in state and copied into other
+        outputs (a session's first/last page, the funnel's and anomalies' campaign): raw
+        identifier values in ``page`` and ``campaign`` replaced like in the enriched record.
+        The same object when nothing changes. Identities stay raw: the identity graph joins on them.
+        """
+        if not tp.identities or not self.applies(tp.tenant_id) or (tp.page is None and tp.campaign is None):
+            return tp
+        _, swaps = self._swaps(tp.tenant_id, tp.identities)
+        needles = _needles(swaps)
+        if not needles:
+            return tp
+        page = None if tp.page is None else _scrub(tp.page, needles)
+        campaign = None if tp.campaign is None else _scrub(tp.campaign, needles)
+        if page == tp.page and campaign == tp.campaign:
+            return tp
+        return replace(tp, page=page, campaign=campaign)
+
     def enriched(self, rec: dict[str, Any]) -> dict[str, Any]:
         """An enriched touchpoint as it may leave the worker: the same dict when nothing changes."""
         tenant = rec.get("tenant_id")
         ids = rec.get("identities")
         if not ids or not isinstance(tenant, str) or not self.applies(tenant):
             return rec
-        types = self.types
-        swaps: list[tuple[str, str, str]] = []  # (domain, raw, pseudonym)
-        new_ids = dict(ids)
-        for t, v in ids.items():
-            if t in types and isinstance(v, str):
-                p = new_ids[t] = self.pseudonym(tenant, t, v)
-                swaps.append((DOMAINS.get(t, t), v, p))
+        new_ids, swaps = self._swaps(tenant, ids)
         if not swaps:
             return rec
         out = dict(rec)

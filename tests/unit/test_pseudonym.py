@@ -195,8 +195,12 @@ def test_property_no_raw_value_leaves_a_configured_tenant(raw_events: list[tuple
     events = []
     for i, (tenant, ids, at, shout, copy) in enumerate(raw_events):
         shown = {k: (v.upper() if shout and k == "email" else v) for k, v in ids.items()}
-        props = {"contact": next(iter(shown.values()))} if copy else None  # the identifier copied into free text
-        events.append(tp(tenant, f"e{i}", T0 + at, shown, **({"properties": props} if props else {})))
+        # the identifier copied into free text: properties, and the page and campaign that sessions,
+        # funnel rows and anomalies keep
+        value = next(iter(shown.values()))
+        free = {"properties": {"contact": value}, "page": {"url": f"https://shop.example/thanks?c={value}"},
+                "campaign": {"name": f"promo {value}"}} if copy else {}
+        events.append(tp(tenant, f"e{i}", T0 + at, shown, **free))
     ps = Pseudonymiser(SALT, ("acme",))
     out = run(events, ps)
     # deterministic: the same input and salt give the same bytes
