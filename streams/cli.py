@@ -470,9 +470,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"error: unknown bench phase(s) {sorted(unknown)}; choose from {', '.join(bench.PHASES)}",
               file=sys.stderr)
         return 2
-    cfg = bench.BenchConfig(events=args.events, partitions=args.partitions, rate=args.rate, persons=args.persons,
-                            recovery_persons=args.recovery_persons, sla_conversations=args.sla_conversations,
-                            sink_rows=args.sink_rows, phases=phases)
+    cfg = bench.BenchConfig(events=args.events, partitions=args.partitions, workers=args.workers, rate=args.rate,
+                            persons=args.persons, recovery_persons=args.recovery_persons,
+                            sla_conversations=args.sla_conversations, sink_rows=args.sink_rows, phases=phases)
     return bench.main(s, cfg, args.json)
 
 
@@ -548,6 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="bare consumer vs full pipeline, latency, memory, recovery")
     b.add_argument("--events", type=int, default=200_000)
     b.add_argument("--partitions", type=int, default=4)
+    b.add_argument("--workers", type=int, default=1,
+                   help="pipeline run: 1 = one worker with every role; W >= 2 = W-1 processing + 1 sink worker")
     b.add_argument("--rate", type=float, default=5000.0, help="offered load for the latency run")
     b.add_argument("--persons", type=int, default=100_000, help="active persons for the memory figure")
     b.add_argument("--recovery-persons", type=int, default=1_000_000)

@@ -56,6 +56,10 @@ GC_FULL_SECONDS = Histogram(
     "touchstream_gc_full_collection_seconds", "Pause of the worker's periodic (10 min) full garbage collection",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5),
 )
+GC_SECONDS = Counter(
+    "touchstream_gc_seconds", "Time the worker spent in Python's cyclic garbage collector, by generation",
+    ["generation"],
+)
 REDELIVERED = Counter(
     "touchstream_out_of_order_deliveries_total",
     "Messages Faust delivered past a hole or again, released unprocessed by an in-order stage",
