@@ -129,3 +129,26 @@ def test_crash_and_redelivery_from_any_earlier_point_changes_nothing(gaps: list[
     assert got_events | more_events | last_events == want_events == {e.event_id for e in events}
     assert got_sessions | more_sessions | last_sessions == want_sessions
     assert len(want_events) == n
+
+
+def test_a_stale_segment_left_by_a_previous_owner_does_not_extend_the_window() -> None:
+    """A segment from long ago survives in the changelog (written by the previous owner after
+    its successor read the state, so nobody expired it). After a reload it must not make the
+    window claim to remember everything since: re-deliveries from the hours in between are
+    still recognised by their source offsets."""
+    p = Pipeline()
+    events = [tp(i, i * 20 * MIN, i) for i in range(10)]
+    for e in events:
+        p.process(e)
+        p.tick(e.occurred_at, wall=False)
+        p.end_batch()
+    p.drain()
+    stores = {ns: copy.deepcopy(st_) for ns, st_ in p.stores.items()}
+    stores["dedup"].put(f"t|{events[1].occurred_at}|9999", ["zombie"])  # the stale segment
+    restored = Pipeline(stores=stores)
+    restored.rebuild()
+    assert not restored.dedup.remembers("t", events[2].occurred_at)
+    for e in events[2:]:  # validate re-publishes from an old commit
+        restored.process(e)
+    again = restored.drain()
+    assert again.enriched == [] and again.sessions == [] and again.duplicates == 8
