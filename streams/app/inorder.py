@@ -22,7 +22,7 @@ import logging
 from typing import Any
 
 from streams import metrics
-from streams.app.lag import group_committed, seek
+from streams.app.lag import seek
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,7 @@ class InOrder:
             nxt = nxt_by_tp.get(tp)
             if nxt is None:
                 nxt = consumer._committed_offset.get(tp)
-                if nxt is None:  # Faust does not know it (yet): ask the broker, not assume the log start
-                    nxt = await group_committed(consumer, tp)
-                if nxt is None:  # never committed: the group starts at the log start
+                if nxt is None:  # unknown here: re-read from the log start (re-deliveries are dropped downstream)
                     nxt = (await consumer.earliest_offsets(tp)).get(tp, m.offset)
             if m.offset == nxt:
                 kept.append(ev)

@@ -121,16 +121,6 @@ def _seek_now(aiokafka_consumer: Any, tp: Any, offset: int) -> None:
     aiokafka_consumer.seek(tp, offset)
 
 
-async def group_committed(consumer: Any, tp: Any) -> int | None:
-    """The group's committed offset of ``tp`` as the broker has it (``None``: never committed).
-
-    Faust's own ``_committed_offset`` has no entry for a partition between its assignment and
-    the end of table recovery, and none for one this worker never committed itself."""
-    thread = consumer._thread
-    committed = await thread.call_thread(thread._ensure_consumer().committed, tp)
-    return None if committed is None or committed < 0 else int(committed)
-
-
 def stalled_partitions(consumer: Any) -> dict[Any, tuple[int, int]]:
     """Partitions whose acked offsets start past the committed offset (the next one to read).
 

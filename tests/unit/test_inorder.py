@@ -15,7 +15,7 @@ A, B = TP("raw", 0), TP("raw", 1)
 
 
 class FakeApp:
-    def __init__(self, committed: dict[Any, int], broker_committed: dict[Any, int] | None = None) -> None:
+    def __init__(self, committed: dict[Any, int]) -> None:
         self.seeks: list[tuple[Any, int]] = []
         self.revoke_handlers: list[Any] = []
         app = self
@@ -28,15 +28,11 @@ class FakeApp:
             res = fun(*args)
             return await res if inspect.isawaitable(res) else res
 
-        async def committed_on_broker(tp: Any) -> int | None:
-            return (broker_committed or {}).get(tp)
-
         async def earliest_offsets(*tps: Any) -> dict[Any, int]:
             return {tp: 0 for tp in tps}
 
         self.thread_calls = 0
-        aiokafka_consumer = SimpleNamespace(seek=lambda tp, offset: app.seeks.append((tp, offset)),
-                                            committed=committed_on_broker)
+        aiokafka_consumer = SimpleNamespace(seek=lambda tp, offset: app.seeks.append((tp, offset)))
         thread = SimpleNamespace(call_thread=call_thread, _ensure_consumer=lambda: aiokafka_consumer)
         self.consumer = SimpleNamespace(_committed_offset=dict(committed), seek=seek_from_the_event_loop,
                                         earliest_offsets=earliest_offsets, _thread=thread, _read_offset={})
@@ -85,14 +81,3 @@ def test_a_partition_never_committed_starts_at_the_log_start() -> None:
     order = InOrder(app, "t")
     assert asyncio.run(order.take([ev(A, 3)])) == [] and app.seeks == [(A, 0)]
     assert offsets(asyncio.run(order.take([ev(A, 0), ev(A, 1)]))) == [(0, 0), (0, 1)]
-
-
-def test_a_partition_faust_has_no_commit_for_starts_at_the_groups_commit_not_the_log_start() -> None:
-    """Between assignment and the end of recovery Faust's own map has no entry; taking the log
-    start then made a worker re-read (and validate re-publish) a whole partition."""
-    app = FakeApp({}, broker_committed={A: 889})
-    order = InOrder(app, "t")
-    assert offsets(asyncio.run(order.take([ev(A, 889), ev(A, 890)]))) == [(0, 889), (0, 890)]
-    assert app.seeks == []
-    fresh = FakeApp({})  # never committed anywhere: the log start
-    assert asyncio.run(InOrder(fresh, "t").take([ev(A, 5)])) == [] and fresh.seeks == [(A, 0)]
