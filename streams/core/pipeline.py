@@ -50,7 +50,8 @@ class PipelineConfig:
     policies: PolicySet | None = None
     paging: PagingConfig = field(default_factory=PagingConfig)
     stage_map: StageMap = field(default_factory=StageMap)
-    #: identifiers of configured tenants leave pseudonymised (applied in ``drain``; streams/core/pseudonym.py)
+    #: identifiers of configured tenants leave pseudonymised (applied in ``process`` after identity
+    #: resolution; streams/core/pseudonym.py)
     pseudonyms: Pseudonymiser | None = None
 
 
@@ -152,7 +153,7 @@ class Pipeline:
         person_id = res.person_id
 
         stage = self.config.stage_map.stage_of(tenant, tp.type)
-        # what sessions and the funnel keep (page, campaign) leaves the worker later: pseudonymised now
+        # from here on everything is emitted or kept for later output: pseudonymised once, here
         public = tp if self.config.pseudonyms is None else self.config.pseudonyms.public_touchpoint(tp)
         assignment = self.sessions.observe(public, person_id, stage)
         if assignment.late:
@@ -170,7 +171,7 @@ class Pipeline:
         ):
             out.late_funnel += 1
 
-        enriched = to_valid_dict(tp)
+        enriched = to_valid_dict(public)
         enriched["person_id"] = person_id
         enriched["session_id"] = assignment.session_id
         enriched["session_seq"] = assignment.session_seq
@@ -273,8 +274,6 @@ class Pipeline:
     def drain(self) -> Outputs:
         """Everything emitted since the last drain: the one exit of the stage (live and offline)."""
         out, self.out = self.out, Outputs()
-        if self.config.pseudonyms is not None:
-            self.config.pseudonyms.apply(out)
         return out
 
 

@@ -2,10 +2,11 @@
 
 Where it applies. Inside the processing stage identifiers stay raw: the identity graph joins on
 them (``touchpoints.valid``, the state changelog and the worker's memory hold raw values; they
-are internal, see README "Security"). Everything the stage *emits* passes
-:meth:`Pseudonymiser.apply` once, in :meth:`streams.core.pipeline.Pipeline.drain`, the single
-point both the live agent and ``touchstream process`` read outputs from. ClickHouse rows are
-built from those records by the sink, so they inherit it. Per output:
+are internal, see README "Security"). Right after identity resolution,
+:meth:`streams.core.pipeline.Pipeline.process` (live and ``touchstream process`` alike) turns
+the event into :meth:`Pseudonymiser.public_touchpoint` once, and everything after uses that:
+the enriched record, the sessionizer, the funnel. ClickHouse rows are built from the emitted
+records by the sink, so they inherit it. Per output:
 
 * ``touchpoints.enriched`` (and ClickHouse ``touchpoints.identities``): every identifier of a
   configured type is replaced by its pseudonym; any occurrence of those raw values inside the
@@ -15,10 +16,8 @@ built from those records by the sink, so they inherit it. Per output:
   not searched for in free text, and an identifier written in another spelling (``0151 234
   ...``) is not recognised there: producers must not put personal data in free-form fields.
 * ``sessions.closed`` keeps a session's first and last page and campaign, and the funnel and
-  anomaly records the campaign name: those are taken from the touchpoint after the same
-  replacement in ``page`` and ``campaign`` (:meth:`Pseudonymiser.public_touchpoint`, applied in
-  ``Pipeline.process`` before the sessionizer and the funnel see the event: what they keep in
-  state is already clean).
+  anomaly records the campaign name: those come from the same public touchpoint, so what the
+  sessionizer and the funnel keep in state is already clean.
 * ``identity.merges``, ``sessions.closed`` and the SLA/funnel/anomaly records carry no
   identifier values, only person/session ids. Those ids are hashes of the founding identifier,
   and an *unkeyed* hash of a phone number is reversible by enumerating numbers; so for a
@@ -153,14 +152,6 @@ class Pseudonymiser:
         return key
 
     # --- records ---
-    def identities(self, tenant_id: str, identities: Mapping[str, Any]) -> dict[str, Any]:
-        """A copy with every configured type replaced (the tenant check is the caller's)."""
-        types = self.types
-        return {
-            t: self.pseudonym(tenant_id, t, v) if t in types and isinstance(v, str) else v
-            for t, v in identities.items()
-        }
-
     def _swaps(self, tenant: str, ids: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
         """(identities with pseudonyms, [(domain, raw, pseudonym)]) for a configured tenant."""
         types = self.types
@@ -172,51 +163,46 @@ class Pseudonymiser:
                 swaps.append((DOMAINS.get(t, t), v, p))
         return new_ids, swaps
 
-    def public_touchpoint(self, tp: Touchpoint) -> Touchpoint:
-        """The touchpoint whose free-form members may be *kept* in state and copied into other
-        outputs (a session's first/last page, the funnel's and anomalies' campaign): raw
-        identifier values in ``page`` and ``campaign`` replaced like in the enriched record.
-        The same object when nothing changes. Identities stay raw: the identity graph joins on them.
-        """
-        if not tp.identities or not self.applies(tp.tenant_id) or (tp.page is None and tp.campaign is None):
-            return tp
-        _, swaps = self._swaps(tp.tenant_id, tp.identities)
+    def _pseudonymised(
+        self, tenant: str, ids: Mapping[str, Any], free: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(identities, scrubbed free-form members) of one event of a configured tenant; ``None``
+        when the event carries nothing of its own to hide."""
+        new_ids, swaps = self._swaps(tenant, ids)
+        if not swaps:
+            return None
         needles = _needles(swaps)
-        if not needles:
+        scrubbed = {name: _scrub(v, needles) for name, v in free.items() if v is not None} if needles else {}
+        return new_ids, scrubbed
+
+    def public_touchpoint(self, tp: Touchpoint) -> Touchpoint:
+        """The touchpoint as everything after identity resolution may use it: the enriched
+        record, and what sessions and the funnel keep in state and emit later (a session's
+        first/last page, the funnel's and anomalies' campaign). Identities are pseudonyms, raw
+        identifier values in the free-form members are replaced. The same object when nothing
+        changes. The identity graph itself joins on the raw values, before this.
+        """
+        if not tp.identities or not self.applies(tp.tenant_id):
             return tp
-        page = None if tp.page is None else _scrub(tp.page, needles)
-        campaign = None if tp.campaign is None else _scrub(tp.campaign, needles)
-        if page == tp.page and campaign == tp.campaign:
+        res = self._pseudonymised(tp.tenant_id, tp.identities, {name: getattr(tp, name) for name in FREE_FORM})
+        if res is None:
             return tp
-        return replace(tp, page=page, campaign=campaign)
+        ids, scrubbed = res
+        return replace(tp, identities=ids, **scrubbed)
 
     def enriched(self, rec: dict[str, Any]) -> dict[str, Any]:
-        """An enriched touchpoint as it may leave the worker: the same dict when nothing changes."""
+        """An enriched touchpoint record as it may leave the worker: the same dict when nothing changes."""
         tenant = rec.get("tenant_id")
         ids = rec.get("identities")
         if not ids or not isinstance(tenant, str) or not self.applies(tenant):
             return rec
-        new_ids, swaps = self._swaps(tenant, ids)
-        if not swaps:
+        res = self._pseudonymised(tenant, ids, {name: rec.get(name) for name in FREE_FORM})
+        if res is None:
             return rec
         out = dict(rec)
-        out["identities"] = new_ids
-        free = [name for name in FREE_FORM if out.get(name) is not None]
-        if free:
-            needles = _needles(swaps)
-            if needles:
-                for name in free:
-                    out[name] = _scrub(out[name], needles)
+        out["identities"], scrubbed = res
+        out.update(scrubbed)
         return out
-
-    def apply(self, out: Any) -> None:
-        """Pseudonymise a :class:`streams.core.pipeline.Outputs` in place (its ``enriched`` records).
-
-        The other outputs hold no identifier values (module docstring), so nothing else changes.
-        """
-        if out.enriched:
-            enriched = self.enriched
-            out.enriched = [enriched(r) for r in out.enriched]
 
 
 def _needles(swaps: list[tuple[str, str, str]]) -> list[tuple[str, str]]:

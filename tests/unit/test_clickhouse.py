@@ -80,7 +80,7 @@ def enriched(i: int, stage: str, etype: str, person: str, ts: int) -> dict:
 
 
 def insert(ch: ClickHouse, table: str, records: list[dict], token: str | None = None) -> None:
-    spec = next(s for s in SPECS if s.table == table)
+    spec = SPECS_BY_TABLE[table]
     ch.insert(table, [spec.to_row(r) for r in records], spec.columns, token)
 
 
