@@ -2,7 +2,7 @@
 
 faust-streaming can hand a stream a partition's messages with a hole: messages fetched before a
 rebalance are dropped from the queues (flow control clears them) while later ones still arrive,
-or a stall leaves the head behind. Its commit is guarded (``streams/app/lag.py``), so nothing is
+or a stall leaves the head behind. Its commit is guarded (``streams/app/offsets.py``), so nothing is
 committed past a hole, but the messages *after* it have been processed already when the hole is
 re-read. For the sink that is harmless (rows are a set). For validate and process it is not:
 process applies events in order (sessions, identity, SLA clocks), and the source-offset
@@ -12,19 +12,29 @@ published in offset order.
 So validate and process take each partition's messages strictly in offset order, from the
 committed offset on: a message past the next expected offset is released unprocessed (never
 acked, so never committed) and the partition is seeked back to the expected offset; a message
-below it was processed already in this assignment and is released too. Expectations are reset
+below it was processed (and acked) already in this assignment, so it is acked again and not
+processed. Acking it again matters after the commit-stall repair (``streams/app/lag.py``),
+which forgets the acked offsets and re-reads from the commit: were the re-read messages
+released unacked, the commit would stall at the same place for ever. Expectations are reset
 when partitions are revoked (the next owner, maybe us again, starts from the committed offset).
+
+One seek per hole: until the expected offset arrives, the messages fetched before the seek keep
+coming and are dropped without seeking again (each seek resets the fetch position, so seeking on
+every such message would re-fetch the same range over and over). A seek that has not produced
+the expected offset within ``RESEEK_AFTER_S`` is issued again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from streams import metrics
-from streams.app.lag import seek
+from streams.app.offsets import seek
 
 log = logging.getLogger(__name__)
+RESEEK_AFTER_S = 10.0
 
 
 def abandon(events: list[Any]) -> None:
@@ -46,11 +56,13 @@ class InOrder:
         self.app = app
         self.name = name
         self._next: dict[Any, int] = {}
+        self._seeking: dict[Any, tuple[int, float]] = {}  # partition → (offset sought, monotonic time)
 
         @app.on_partitions_revoked.connect
         async def _forget(app_: Any, revoked: Any, **kwargs: Any) -> None:
             for tp in revoked:
                 self._next.pop(tp, None)
+                self._seeking.pop(tp, None)
 
     async def take(self, events: list[Any]) -> list[Any]:
         """The events to process, in order; seeks back partitions that showed a hole."""
@@ -58,6 +70,7 @@ class InOrder:
         kept: list[Any] = []
         dropped: list[Any] = []
         holes: dict[Any, tuple[int, int]] = {}
+        redelivered = 0
         nxt_by_tp = self._next
         for ev in events:
             m = ev.message
@@ -73,15 +86,23 @@ class InOrder:
             if m.offset == nxt:
                 kept.append(ev)
                 nxt_by_tp[tp] = nxt + 1
+                if tp in self._seeking:
+                    del self._seeking[tp]
             elif m.offset < nxt:
-                dropped.append(ev)  # processed already in this assignment (a re-delivery)
+                redelivered += 1  # processed and acked in this assignment: acked again, not processed
             else:
                 holes[tp] = (nxt, m.offset)
                 dropped.append(ev)
         if dropped:
             abandon(dropped)
-            metrics.REDELIVERED.labels(self.name).inc(len(dropped))
+        if dropped or redelivered:
+            metrics.REDELIVERED.labels(self.name).inc(len(dropped) + redelivered)
+        now = time.monotonic()
         for tp, (nxt, got) in holes.items():
+            sought = self._seeking.get(tp)
+            if sought is not None and sought[0] == nxt and now - sought[1] < RESEEK_AFTER_S:
+                continue  # fetched before our seek took effect: the expected offset is on its way
+            self._seeking[tp] = (nxt, now)
             log.warning("%s: %s:%d delivered offset %d while %d is next; re-reading from %d",
                         self.name, tp.topic, tp.partition, got, nxt, nxt)
             try:
@@ -89,4 +110,5 @@ class InOrder:
             except Exception as exc:  # revoked meanwhile: its next owner starts from the committed offset
                 log.warning("%s: seek of %s:%d failed (%r)", self.name, tp.topic, tp.partition, exc)
                 self._next.pop(tp, None)
+                self._seeking.pop(tp, None)
         return kept

@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from streams import metrics
+from streams.app.offsets import seek
 
 if TYPE_CHECKING:
     from streams.app.runtime import Runtime
@@ -41,50 +42,7 @@ def lag_by_partition(consumer: Any, prefix: str) -> dict[tuple[str, int], int]:
     return out
 
 
-def guard_commits() -> None:
-    """Stop Faust from committing past offsets it never delivered (two patches, one reason).
-
-    When a message arrives more than one offset after the last one read, faust-streaming records
-    the skipped range as a "gap" and later counts it as acked (meant for compacted topics and
-    transaction markers). Our topics have neither: idempotent, non-transactional producers write
-    contiguous offsets, so a skipped offset is a message dropped on the fetch path (flow stopped
-    and queues cleared mid-rebalance), and committing past it loses it. Worse, the recorded range
-    includes the arriving offset itself, so once that message is acked the offset is in the acked
-    list twice, ``consecutive_numbers`` breaks runs there, and the commit crawls one offset per
-    interval (the restart-with-a-sink-backlog stall). With gaps left open, the hole stays at the
-    head of the acked offsets and the commit-stall repair below re-reads it: redelivery, which
-    every stage tolerates, instead of loss.
-
-    Second: ``Consumer._new_offset`` lets the acked offsets start one past the committed offset
-    (its head check is ``min(acked) - committed > 1``, written as if "committed" were the last
-    processed offset; it is the next one to read, see ``perform_seek`` and its own return value).
-    One message dropped right at the head was committed past: a lost touchpoint after a kill -9.
-    The patched check holds the commit unless the acked offsets start exactly at it.
-    """
-    from faust.transport.consumer import Consumer
-
-    if getattr(Consumer, "_touchstream_guarded", False):
-        return
-    new_offset = Consumer._new_offset
-
-    def _new_offset(self: Any, tp: Any) -> int | None:
-        acked, committed = self._acked[tp], self._committed_offset[tp]
-        if acked and committed is not None and min(acked) > committed:
-            return None  # a hole at the head: wait (the stall repair re-reads it)
-        return new_offset(self, tp)  # type: ignore[no-any-return]
-
-    async def _add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
-        metrics.FETCH_GAPS.labels(tp.topic).inc()
-        log.info("offsets %d..%d of %s:%d skipped on the fetch path: not committed past, re-read on stall",
-                 offset_from, offset_to - 1, tp.topic, tp.partition)
-
-    Consumer._add_gap = _add_gap  # type: ignore[method-assign]
-    Consumer._new_offset = _new_offset  # type: ignore[method-assign]
-    Consumer._touchstream_guarded = True  # type: ignore[attr-defined]
-
-
 def register(rt: Runtime) -> None:
-    guard_commits()
     register_stall_repair(rt)
     register_fetch_repair(rt)
     shown: set[tuple[str, str]] = set()
@@ -99,26 +57,6 @@ def register(rt: Runtime) -> None:
             metrics.CONSUMER_LAG.labels(*labels).set(lag)
         shown.clear()
         shown.update(current)
-
-
-async def seek(consumer: Any, tp: Any, offset: int) -> None:
-    """``consumer.seek`` run on the consumer's own thread.
-
-    Why: faust-streaming 0.15 (with aiokafka 0.14) runs aiokafka in a separate thread,
-    but its ``Consumer.seek`` calls aiokafka's ``seek`` from the event-loop thread. That
-    deletes the partition's entry in the fetcher's record map while the consumer thread may be
-    iterating it in ``fetched_records`` — ``KeyError`` in ``del self._records[tp]``, which
-    crashes Faust's Fetcher service and with it the worker (seen in CI during a rebalance,
-    when the in-order filter seeks back several partitions at once). Going through the
-    thread's method queue serialises the seek with the fetch.
-    """
-    thread = consumer._thread
-    await thread.call_thread(_seek_now, thread._ensure_consumer(), tp, offset)
-    consumer._read_offset[tp] = offset if offset else None  # as Faust's own seek does
-
-
-def _seek_now(aiokafka_consumer: Any, tp: Any, offset: int) -> None:
-    aiokafka_consumer.seek(tp, offset)
 
 
 def stalled_partitions(consumer: Any) -> dict[Any, tuple[int, int]]:

@@ -19,8 +19,8 @@ the middle of it:
 
 The restart variant used to stall: a worker that *started* with a sink backlog got messages twice
 from Faust, whose skipped-offset "gap" bookkeeping then put offsets into the acked list twice and
-made the commit crawl one offset per interval. Gaps are no longer recorded (``streams/app/lag.py``,
-``guard_commits``), and the variant is a plain test again.
+made the commit crawl one offset per interval. Gaps are no longer recorded
+(``patch_consumer`` in ``streams/app/offsets.py``), and the variant is a plain test again.
 """
 
 from __future__ import annotations

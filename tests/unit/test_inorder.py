@@ -58,6 +58,18 @@ def test_takes_from_the_committed_offset_and_stops_a_partition_at_a_hole() -> No
     assert [e.message.acked for e in batch] == [False, False, False, True, False, True]  # released, not acked
     again = [ev(A, 11), ev(A, 12), ev(A, 13)]  # after the seek (11: a re-delivery of a processed one)
     assert offsets(asyncio.run(order.take(again))) == [(0, 12), (0, 13)]
+    assert [e.message.acked for e in again] == [False] * 3  # 11 processed before: left to the batch's ack
+
+
+def test_a_stall_repair_re_read_below_the_expected_offset_is_acked_so_the_commit_moves_on() -> None:
+    app = FakeApp({A: 983})
+    order = InOrder(app, "t")
+    first = [ev(A, o) for o in range(983, 1040)]
+    assert len(asyncio.run(order.take(first))) == 57
+    reread = [ev(A, o) for o in range(983, 1045)]  # the repair forgot the acks and seeks to the commit
+    kept = asyncio.run(order.take(reread))
+    assert offsets(kept) == [(0, o) for o in range(1040, 1045)]
+    assert not any(e.message.acked for e in reread)  # none released unacked: the batch acks all of them
 
 
 def test_a_head_hole_after_assignment_is_found_against_the_committed_offset() -> None:
@@ -81,3 +93,19 @@ def test_a_partition_never_committed_starts_at_the_log_start() -> None:
     order = InOrder(app, "t")
     assert asyncio.run(order.take([ev(A, 3)])) == [] and app.seeks == [(A, 0)]
     assert offsets(asyncio.run(order.take([ev(A, 0), ev(A, 1)]))) == [(0, 0), (0, 1)]
+
+
+def test_one_seek_per_hole_while_the_messages_fetched_before_it_drain(monkeypatch: Any) -> None:
+    from streams.app import inorder
+
+    clock = [1000.0]
+    monkeypatch.setattr(inorder.time, "monotonic", lambda: clock[0])
+    app = FakeApp({A: 449})
+    order = InOrder(app, "t")
+    for start in (670, 689, 790):  # fetched before the seek to 449 took effect
+        assert asyncio.run(order.take([ev(A, start), ev(A, start + 1)])) == []
+    assert app.seeks == [(A, 449)]
+    clock[0] += inorder.RESEEK_AFTER_S  # 449 never came: the seek may have been undone, seek again
+    assert asyncio.run(order.take([ev(A, 800)])) == [] and app.seeks == [(A, 449), (A, 449)]
+    assert offsets(asyncio.run(order.take([ev(A, 449), ev(A, 450)]))) == [(0, 449), (0, 450)]
+    assert asyncio.run(order.take([ev(A, 460)])) == [] and app.seeks[-1] == (A, 451)  # a new hole: a new seek

@@ -40,24 +40,3 @@ def test_an_assigned_partition_neither_active_nor_paused_is_inactive() -> None:
 def test_commit_stall_is_a_gap_at_the_head_of_the_acked_offsets() -> None:
     c = consumer({RAW, RAW1}, {RAW, RAW1}, acked={RAW: [11, 12], RAW1: [10, 11]}, committed={RAW: 10, RAW1: 10})
     assert stalled_partitions(c) == {RAW: (10, 11)}  # committed = next to read: RAW1 goes on from it
-
-
-def test_guarded_commit_never_passes_a_hole_at_the_head() -> None:
-    from collections import defaultdict
-
-    from faust.transport.consumer import Consumer
-    from intervaltree import IntervalTree
-
-    from streams.app.lag import guard_commits
-
-    guard_commits()
-    guard_commits()  # idempotent: patched once
-
-    def stub(acked: list[int], committed: int | None) -> Any:
-        return SimpleNamespace(_acked={RAW: list(acked)}, _committed_offset={RAW: committed},
-                               _gap=defaultdict(IntervalTree), _acked_index={RAW: set(acked)})
-
-    assert Consumer._new_offset(stub([11, 12], 10), RAW) is None  # offset 10 never acked: hold
-    assert Consumer._new_offset(stub([10, 11, 13], 10), RAW) == 12  # up to the first hole
-    assert Consumer._new_offset(stub([1, 2], 0), RAW) is None  # committed 0 is a real offset too
-    assert Consumer._new_offset(stub([5, 6], None), RAW) == 7  # nothing committed yet: Faust's own rule
