@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from streams import metrics
-from streams.app.offsets import seek
+from streams.app.offsets import ReadOffsets, seek
 
 if TYPE_CHECKING:
     from streams.app.runtime import Runtime
@@ -59,23 +59,38 @@ def register(rt: Runtime) -> None:
         shown.update(current)
 
 
-def stalled_partitions(consumer: Any) -> dict[Any, tuple[int, int]]:
-    """Partitions whose acked offsets start past the committed offset (the next one to read).
+def stalled_partitions(consumer: Any) -> dict[Any, tuple[int, str]]:
+    """Partitions whose commit cannot move on by itself, with what was seen there.
 
-    Why this exists: faust-streaming (0.15) marks a message as read before its delivery to the
-    stream completes, and a rebalance can abandon that delivery (``wait_first(callback,
-    suspend_flow)``); the message is then never acked nor re-fetched, and ``Consumer._new_offset``
-    refuses to commit past a gap at the head of the acked list — forever (upstream issues
+    Two shapes, one cause: faust-streaming (0.15) marks a message as read before its delivery to
+    the stream completes, and a rebalance can abandon that delivery (``wait_first(callback,
+    suspend_flow)``); the message is then never acked nor re-fetched (upstream issues
     faust-streaming#318, #606). Lag grows while the worker looks healthy.
+
+    - a hole at the head: acked offsets start past the committed offset (the next one to
+      read), and ``Consumer._new_offset`` refuses to commit past it;
+    - nothing at all: the fetch loop has handled the committed offset or later, yet no message
+      of the partition is in flight and none is acked, so the commit has nothing to move on
+      with (every message went that way, or the in-order filter released them after a hole and
+      its seek back was lost the same way).
     """
-    out: dict[Any, tuple[int, int]] = {}
+    out: dict[Any, tuple[int, str]] = {}
     acked_by_tp = consumer._acked
     committed_by_tp = consumer._committed_offset
+    read = consumer._read_offset
+    in_flight = {m.tp for m in list(consumer._unacked_messages) if not m.acked}
     for tp in consumer.assignment():
-        acked = acked_by_tp.get(tp)
         committed = committed_by_tp.get(tp)
-        if acked and committed is not None and min(acked) > committed:
-            out[tp] = (committed, min(acked))
+        if committed is None:
+            continue
+        acked = acked_by_tp.get(tp)
+        if acked:
+            if min(acked) > committed:
+                out[tp] = (committed, f"first acked {min(acked)}")
+        elif isinstance(read, ReadOffsets) and tp not in in_flight:
+            handled = read.handled(tp)
+            if handled is not None and handled >= committed:
+                out[tp] = (committed, f"read up to {handled}, none in flight")
     return out
 
 
@@ -90,28 +105,34 @@ async def repair_stall(consumer: Any, tp: Any, committed: int) -> None:
 
 
 def register_stall_repair(rt: Runtime) -> None:
-    first_seen: dict[Any, tuple[tuple[int, int], float]] = {}
+    first_seen: dict[Any, tuple[int, float]] = {}
 
     @rt.app.timer(INTERVAL_S, name="commit_stall_repair")
     async def repair() -> None:
-        consumer = rt.app.consumer
+        app, consumer = rt.app, rt.app.consumer
+        if app.rebalancing:
+            first_seen.clear()  # deliveries are suspended on purpose now
+            return
         now = time.monotonic()
         stalled = stalled_partitions(consumer)
         for tp in list(first_seen):
             if tp not in stalled:
                 del first_seen[tp]
-        for tp, (committed, head) in stalled.items():
+        for tp, (committed, seen_there) in stalled.items():
             seen = first_seen.get(tp)
-            if seen is None or seen[0][0] != committed:
-                first_seen[tp] = ((committed, head), now)
+            if seen is None or seen[0] != committed:
+                first_seen[tp] = (committed, now)
                 continue
             if now - seen[1] < STALL_AFTER_S:
                 continue
-            log.warning("commit stall on %s:%d (committed %d, first acked %d): re-reading from %d",
-                        tp.topic, tp.partition, committed, head, committed)
+            log.warning("commit stall on %s:%d (committed %d, %s): re-reading from %d",
+                        tp.topic, tp.partition, committed, seen_there, committed)
             metrics.COMMIT_STALL_REPAIRS.labels(tp.topic).inc()
-            await repair_stall(consumer, tp, committed)
             del first_seen[tp]
+            try:
+                await repair_stall(consumer, tp, committed)
+            except Exception as exc:  # revoked meanwhile: its next owner starts from the commit
+                log.warning("re-reading %s:%d failed (%r)", tp.topic, tp.partition, exc)
 
 
 def _ours(tp: Any, prefix: str) -> bool:

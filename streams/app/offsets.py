@@ -33,14 +33,21 @@ class ReadOffsets(dict):  # type: ignore[type-arg]
     def __init__(self) -> None:
         super().__init__()
         self._rewind: dict[Any, int] = {}
+        self._handled: dict[Any, int] = {}  # highest offset through the fetch loop since the last seek
 
     def rewind(self, tp: Any, offset: int) -> None:
         """A seek to ``offset`` is under way: hold the read offset there until it is read."""
         self._rewind[tp] = offset
+        self._handled.pop(tp, None)
         dict.__setitem__(self, tp, offset if offset else None)
 
     def rewinding(self, tp: Any) -> int | None:
         return self._rewind.get(tp)
+
+    def handled(self, tp: Any) -> int | None:
+        """The highest offset Faust's fetch loop handed on (or dropped mid-rebalance) since the
+        partition was last positioned; the idle-stall check compares it with the commit."""
+        return self._handled.get(tp)
 
     def __getitem__(self, tp: Any) -> int | None:
         pending = self._rewind.get(tp)
@@ -50,6 +57,8 @@ class ReadOffsets(dict):  # type: ignore[type-arg]
         return self[tp] if tp in self or tp in self._rewind else default
 
     def __setitem__(self, tp: Any, offset: int | None) -> None:
+        if offset is not None and offset > self._handled.get(tp, -1):
+            self._handled[tp] = offset
         pending = self._rewind.get(tp)
         if pending is not None:
             if offset != pending:
@@ -59,15 +68,18 @@ class ReadOffsets(dict):  # type: ignore[type-arg]
 
     def __delitem__(self, tp: Any) -> None:
         self._rewind.pop(tp, None)
+        self._handled.pop(tp, None)
         dict.__delitem__(self, tp)
 
     def pop(self, tp: Any, *default: Any) -> Any:
         self._rewind.pop(tp, None)
+        self._handled.pop(tp, None)
         return dict.pop(self, tp, *default)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         """Faust's ``perform_seek`` (seek to committed): a rewind at or past its offset still holds."""
         for tp, offset in dict(*args, **kwargs).items():
+            self._handled.pop(tp, None)
             pending = self._rewind.get(tp)
             if pending is not None and (offset is None or offset > pending):
                 del self._rewind[tp]  # the position moved past our target: Faust's seek wins
@@ -75,6 +87,7 @@ class ReadOffsets(dict):  # type: ignore[type-arg]
 
     def clear(self) -> None:
         self._rewind.clear()
+        self._handled.clear()
         dict.clear(self)
 
 

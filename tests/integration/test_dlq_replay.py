@@ -78,7 +78,8 @@ def test_replay_after_config_fix_is_exactly_once(pipeline_env: dict[str, str], t
         return all(lag == 0 for lag in lags().values())
 
     def state() -> str:
-        return f"lags={lags()}\n{w.tail()}"
+        counts = {t: message_count(bootstrap, t) for t in (raw, dlq, enriched)}
+        return f"lags={lags()} messages={counts}\n{w.tail()}"
 
     w = start_worker(strict, tmp_path / "worker-strict.log", workers)
     now = int(time.time() * 1000)
@@ -114,7 +115,7 @@ def test_replay_after_config_fix_is_exactly_once(pipeline_env: dict[str, str], t
     r = replay(fixed, "--reason", "future_timestamp")
     assert r["read"] == N_FUTURE and r["resent"] == N_FUTURE and r["still_invalid"] == 0, r  # only the new letters
     wait_until(lambda: message_count(bootstrap, enriched) >= N_OK + N_FUTURE, 90, what="replayed events enriched",
-               explain=w.tail)
+               explain=state)
     wait_until(drained, 60, what="worker drained", explain=state)
 
     # again: progress is committed, nothing is re-sent

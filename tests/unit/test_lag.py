@@ -8,15 +8,18 @@ from typing import Any
 from faust.types import TP as TopicPartition
 
 from streams.app.lag import stalled_partitions, unfetched_partitions
+from streams.app.offsets import ReadOffsets
 
 
 def consumer(assigned: set[Any], active: set[Any], paused: set[Any] = frozenset(),  # type: ignore[assignment]
              buffered: set[Any] = frozenset(), acked: dict[Any, list[int]] | None = None,  # type: ignore[assignment]
-             committed: dict[Any, int] | None = None) -> Any:
+             committed: dict[Any, int] | None = None, read: ReadOffsets | None = None,
+             in_flight: list[Any] = ()) -> Any:  # type: ignore[assignment]
     return SimpleNamespace(
         assignment=lambda: set(assigned), _get_active_partitions=lambda: set(active),
         _paused_partitions=set(paused), _buffered_partitions=set(buffered),
-        _acked=acked or {}, _committed_offset=committed or {},
+        _acked=acked or {}, _committed_offset=committed or {}, _read_offset=read if read is not None else ReadOffsets(),
+        _unacked_messages=list(in_flight),
     )
 
 
@@ -39,4 +42,25 @@ def test_an_assigned_partition_neither_active_nor_paused_is_inactive() -> None:
 
 def test_commit_stall_is_a_gap_at_the_head_of_the_acked_offsets() -> None:
     c = consumer({RAW, RAW1}, {RAW, RAW1}, acked={RAW: [11, 12], RAW1: [10, 11]}, committed={RAW: 10, RAW1: 10})
-    assert stalled_partitions(c) == {RAW: (10, 11)}  # committed = next to read: RAW1 goes on from it
+    assert stalled_partitions(c) == {RAW: (10, "first acked 11")}  # committed = next to read: RAW1 goes on
+
+
+def test_commit_stall_is_a_partition_read_past_its_commit_with_nothing_in_flight() -> None:
+    """CI: valid:2 committed 331, the fetch loop at 1333, no message in flight or acked — for 5 minutes."""
+    read = ReadOffsets()
+    read.update({RAW: 331, RAW1: 500})  # positioned at the commits (perform_seek)
+    assert stalled_partitions(consumer({RAW, RAW1}, {RAW, RAW1}, committed={RAW: 331, RAW1: 500}, read=read)) == {}
+    for offset in range(331, 1334):
+        read[RAW] = offset  # handled by the fetch loop, then lost (delivery abandoned mid-rebalance)
+    c = consumer({RAW, RAW1}, {RAW, RAW1}, committed={RAW: 331, RAW1: 500}, read=read)
+    assert stalled_partitions(c) == {RAW: (331, "read up to 1333, none in flight")}
+    busy = SimpleNamespace(tp=RAW, acked=False)  # e.g. the sink retrying a batch during an outage
+    c = consumer({RAW}, {RAW}, committed={RAW: 331}, read=read, in_flight=[busy])
+    assert stalled_partitions(c) == {}
+    released = SimpleNamespace(tp=RAW, acked=True)  # let go by the in-order filter, not yet collected
+    assert stalled_partitions(consumer({RAW}, {RAW}, committed={RAW: 331}, read=read, in_flight=[released])) != {}
+    read.rewind(RAW, 331)  # a seek back starts a new reading
+    assert stalled_partitions(consumer({RAW}, {RAW}, committed={RAW: 331}, read=read)) == {}
+    read[RAW] = 331
+    read[RAW] = 332  # processed and committed: nothing left to move on
+    assert stalled_partitions(consumer({RAW}, {RAW}, committed={RAW: 333}, read=read)) == {}
