@@ -20,8 +20,11 @@ when partitions are revoked (the next owner, maybe us again, starts from the com
 
 One seek per hole: until the expected offset arrives, the messages fetched before the seek keep
 coming and are dropped without seeking again (each seek resets the fetch position, so seeking on
-every such message would re-fetch the same range over and over). A seek that has not produced
-the expected offset within ``RESEEK_AFTER_S`` is issued again.
+every such message would re-fetch the same range over and over). The re-fetch often arrives in
+the same batch right behind them, so the expected offset closes a hole wherever it stands in a
+batch (dropping the whole rest of the partition's batch after a hole lost the re-fetch: the
+partition then sat unread until the idle-stall repair). A seek that has not produced the
+expected offset within ``RESEEK_AFTER_S`` is issued again.
 """
 
 from __future__ import annotations
@@ -70,28 +73,32 @@ class InOrder:
         kept: list[Any] = []
         dropped: list[Any] = []
         holes: dict[Any, tuple[int, int]] = {}
+        start: dict[Any, int] = {}
         redelivered = 0
         nxt_by_tp = self._next
         for ev in events:
             m = ev.message
             tp = m.tp
-            if tp in holes:
-                dropped.append(ev)
-                continue
             nxt = nxt_by_tp.get(tp)
-            if nxt is None:
-                nxt = consumer._committed_offset.get(tp)
-                if nxt is None:  # unknown here: re-read from the log start (re-deliveries are dropped downstream)
-                    nxt = (await consumer.earliest_offsets(tp)).get(tp, m.offset)
+            if nxt is None:  # nothing taken yet in this assignment: start at the commit
+                nxt = start.get(tp)
+                if nxt is None:
+                    nxt = consumer._committed_offset.get(tp)
+                    if nxt is None:  # unknown here: re-read from the log start (re-deliveries are dropped downstream)
+                        nxt = (await consumer.earliest_offsets(tp)).get(tp, m.offset)
+                    start[tp] = nxt  # for this batch only: Faust may learn the commit by the next one
             if m.offset == nxt:
                 kept.append(ev)
                 nxt_by_tp[tp] = nxt + 1
+                if holes:  # the re-fetch behind messages fetched before our seek closes the hole
+                    holes.pop(tp, None)
                 if tp in self._seeking:
                     del self._seeking[tp]
             elif m.offset < nxt:
                 redelivered += 1  # processed and acked in this assignment: acked again, not processed
             else:
-                holes[tp] = (nxt, m.offset)
+                if tp not in holes:
+                    holes[tp] = (nxt, m.offset)
                 dropped.append(ev)
         if dropped:
             abandon(dropped)

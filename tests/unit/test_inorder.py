@@ -109,3 +109,14 @@ def test_one_seek_per_hole_while_the_messages_fetched_before_it_drain(monkeypatc
     assert asyncio.run(order.take([ev(A, 800)])) == [] and app.seeks == [(A, 449), (A, 449)]
     assert offsets(asyncio.run(order.take([ev(A, 449), ev(A, 450)]))) == [(0, 449), (0, 450)]
     assert asyncio.run(order.take([ev(A, 460)])) == [] and app.seeks[-1] == (A, 451)  # a new hole: a new seek
+
+
+def test_the_re_fetch_right_behind_the_stale_messages_closes_the_hole_in_the_same_batch() -> None:
+    """CI: raw:3 sought to 1056; [1133.., 1056..] came in one batch and the re-fetch was dropped with the rest."""
+    app = FakeApp({A: 1056})
+    order = InOrder(app, "t")
+    stale, refetched = [ev(A, o) for o in range(1133, 1140)], [ev(A, o) for o in range(1056, 1070)]
+    kept = asyncio.run(order.take(stale + refetched))
+    assert offsets(kept) == [(0, o) for o in range(1056, 1070)] and app.seeks == []
+    assert all(e.message.acked for e in stale)  # released unacked: read again in order later
+    assert offsets(asyncio.run(order.take([ev(A, o) for o in range(1070, 1134)])))[-1] == (0, 1133)
