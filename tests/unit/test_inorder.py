@@ -37,6 +37,7 @@ class FakeApp:
         self.consumer = SimpleNamespace(_committed_offset=dict(committed), seek=seek_from_the_event_loop,
                                         earliest_offsets=earliest_offsets, _thread=thread, _read_offset={})
         self.on_partitions_revoked = SimpleNamespace(connect=self.revoke_handlers.append)
+        self.rebalancing = False
 
 
 def ev(tp: Any, offset: int) -> Any:
@@ -120,3 +121,15 @@ def test_the_re_fetch_right_behind_the_stale_messages_closes_the_hole_in_the_sam
     assert offsets(kept) == [(0, o) for o in range(1056, 1070)] and app.seeks == []
     assert all(e.message.acked for e in stale)  # released unacked: read again in order later
     assert offsets(asyncio.run(order.take([ev(A, o) for o in range(1070, 1134)])))[-1] == (0, 1133)
+
+
+def test_before_faust_knows_the_commit_of_a_new_assignment_messages_wait_for_it() -> None:
+    app = FakeApp({})
+    app.rebalancing = True  # recovery's seek to the commit has not landed yet
+    order = InOrder(app, "t")
+    batch = [ev(A, 889), ev(A, 890)]
+    assert asyncio.run(order.take(batch)) == [] and app.seeks == []  # no guess, no seek to the log start
+    assert all(e.message.acked for e in batch)  # released unacked: fetched again from the commit
+    app.rebalancing = False
+    app.consumer._committed_offset[A] = 889
+    assert offsets(asyncio.run(order.take([ev(A, 889)]))) == [(0, 889)]
