@@ -69,16 +69,18 @@ def stalled_partitions(consumer: Any) -> dict[Any, tuple[int, str]]:
 
     - a hole at the head: acked offsets start past the committed offset (the next one to
       read), and ``Consumer._new_offset`` refuses to commit past it;
-    - nothing at all: the fetch loop has handled the committed offset or later, yet no message
-      of the partition is in flight and none is acked, so the commit has nothing to move on
-      with (every message went that way, or the in-order filter released them after a hole and
-      its seek back was lost the same way).
+    - nothing at all: no message of the partition is in flight and none is acked, yet the
+      fetch loop has handled the committed offset or later (every message went that way, or
+      the in-order filter released them after a hole and its seek back was lost the same way),
+      or has handled nothing since the partition was positioned although the log goes on past
+      the commit (seen once after a restart: raw sat at its commit with 30 messages behind it).
     """
     out: dict[Any, tuple[int, str]] = {}
     acked_by_tp = consumer._acked
     committed_by_tp = consumer._committed_offset
     read = consumer._read_offset
     in_flight = {m.tp for m in list(consumer._unacked_messages) if not m.acked}
+    active = consumer._get_active_partitions()  # paused or buffered ones are the fetch repair's
     for tp in consumer.assignment():
         committed = committed_by_tp.get(tp)
         if committed is None:
@@ -87,9 +89,13 @@ def stalled_partitions(consumer: Any) -> dict[Any, tuple[int, str]]:
         if acked:
             if min(acked) > committed:
                 out[tp] = (committed, f"first acked {min(acked)}")
-        elif isinstance(read, ReadOffsets) and tp not in in_flight:
+        elif isinstance(read, ReadOffsets) and tp not in in_flight and tp in active:
             handled = read.handled(tp)
-            if handled is not None and handled >= committed:
+            if handled is None:
+                high = consumer.highwater(tp)
+                if high is not None and high > committed:
+                    out[tp] = (committed, f"nothing read since it was positioned, end {high}")
+            elif handled >= committed:
                 out[tp] = (committed, f"read up to {handled}, none in flight")
     return out
 

@@ -14,12 +14,12 @@ from streams.app.offsets import ReadOffsets
 def consumer(assigned: set[Any], active: set[Any], paused: set[Any] = frozenset(),  # type: ignore[assignment]
              buffered: set[Any] = frozenset(), acked: dict[Any, list[int]] | None = None,  # type: ignore[assignment]
              committed: dict[Any, int] | None = None, read: ReadOffsets | None = None,
-             in_flight: list[Any] = ()) -> Any:  # type: ignore[assignment]
+             in_flight: list[Any] = (), high: dict[Any, int] | None = None) -> Any:  # type: ignore[assignment]
     return SimpleNamespace(
         assignment=lambda: set(assigned), _get_active_partitions=lambda: set(active),
         _paused_partitions=set(paused), _buffered_partitions=set(buffered),
         _acked=acked or {}, _committed_offset=committed or {}, _read_offset=read if read is not None else ReadOffsets(),
-        _unacked_messages=list(in_flight),
+        _unacked_messages=list(in_flight), highwater=lambda tp: (high or {}).get(tp),
     )
 
 
@@ -64,3 +64,15 @@ def test_commit_stall_is_a_partition_read_past_its_commit_with_nothing_in_flight
     read[RAW] = 331
     read[RAW] = 332  # processed and committed: nothing left to move on
     assert stalled_partitions(consumer({RAW}, {RAW}, committed={RAW: 333}, read=read)) == {}
+
+
+def test_commit_stall_is_a_positioned_partition_that_reads_nothing_while_its_log_goes_on() -> None:
+    """A restart: raw at its commit (29) with 30 messages behind it, nothing fetched for minutes."""
+    read = ReadOffsets()
+    read.update({RAW: 29, RAW1: 40})
+    c = consumer({RAW, RAW1}, {RAW, RAW1}, committed={RAW: 29, RAW1: 40}, read=read, high={RAW: 59, RAW1: 40})
+    assert stalled_partitions(c) == {RAW: (29, "nothing read since it was positioned, end 59")}  # RAW1: at its end
+    c = consumer({RAW}, set(), committed={RAW: 29}, read=read, high={RAW: 59}, buffered={RAW})
+    assert stalled_partitions(c) == {}  # left out of fetching on purpose: the fetch repair's case
+    c = consumer({RAW}, {RAW}, committed={RAW: 29}, read=read, high={RAW: None})  # type: ignore[dict-item]
+    assert stalled_partitions(c) == {}  # end unknown yet: no verdict
