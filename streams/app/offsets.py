@@ -33,32 +33,33 @@ class ReadOffsets(dict):  # type: ignore[type-arg]
     def __init__(self) -> None:
         super().__init__()
         self._rewind: dict[Any, int] = {}
-        self._handled: dict[Any, int] = {}  # highest offset through the fetch loop since the last seek
+        self._positioned: set[Any] = set()  # seeked, and nothing through the fetch loop since
 
     def rewind(self, tp: Any, offset: int) -> None:
         """A seek to ``offset`` is under way: hold the read offset there until it is read."""
         self._rewind[tp] = offset
-        self._handled.pop(tp, None)
+        self._positioned.add(tp)
         dict.__setitem__(self, tp, offset if offset else None)
 
     def rewinding(self, tp: Any) -> int | None:
         return self._rewind.get(tp)
 
     def handled(self, tp: Any) -> int | None:
-        """The highest offset Faust's fetch loop handed on (or dropped mid-rebalance) since the
-        partition was last positioned; the idle-stall check compares it with the commit."""
-        return self._handled.get(tp)
+        """How far Faust's fetch loop has got since the partition was last positioned (None:
+        nothing through yet); the idle-stall check compares it with the commit. While a rewind
+        is pending that is its target: whatever went through was fetched before the seek."""
+        return None if tp in self._positioned else dict.get(self, tp)
 
     def __getitem__(self, tp: Any) -> int | None:
         pending = self._rewind.get(tp)
         return pending if pending is not None else dict.get(self, tp)
 
     def get(self, tp: Any, default: Any = None) -> Any:
-        return self[tp] if tp in self or tp in self._rewind else default
+        return self[tp] if tp in self else default  # noqa: SIM401 (self.get would recurse); a rewind always has its entry
 
     def __setitem__(self, tp: Any, offset: int | None) -> None:
-        if offset is not None and offset > self._handled.get(tp, -1):
-            self._handled[tp] = offset
+        if self._positioned:
+            self._positioned.discard(tp)
         pending = self._rewind.get(tp)
         if pending is not None:
             if offset != pending:
@@ -68,18 +69,18 @@ class ReadOffsets(dict):  # type: ignore[type-arg]
 
     def __delitem__(self, tp: Any) -> None:
         self._rewind.pop(tp, None)
-        self._handled.pop(tp, None)
+        self._positioned.discard(tp)
         dict.__delitem__(self, tp)
 
     def pop(self, tp: Any, *default: Any) -> Any:
         self._rewind.pop(tp, None)
-        self._handled.pop(tp, None)
+        self._positioned.discard(tp)
         return dict.pop(self, tp, *default)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         """Faust's ``perform_seek`` (seek to committed): a rewind at or past its offset still holds."""
         for tp, offset in dict(*args, **kwargs).items():
-            self._handled.pop(tp, None)
+            self._positioned.add(tp)
             pending = self._rewind.get(tp)
             if pending is not None and (offset is None or offset > pending):
                 del self._rewind[tp]  # the position moved past our target: Faust's seek wins
@@ -87,7 +88,7 @@ class ReadOffsets(dict):  # type: ignore[type-arg]
 
     def clear(self) -> None:
         self._rewind.clear()
-        self._handled.clear()
+        self._positioned.clear()
         dict.clear(self)
 
 
