@@ -144,8 +144,9 @@ async def _wait(pred: Any, timeout: float, what: str, *workers: Worker) -> None:
             return
         for worker in workers:
             if worker.proc is not None and worker.proc.poll() is not None:
+                tail = worker.log.read_bytes()[-4000:].decode(errors="replace")  # the work dir goes with the run
                 raise RuntimeError(f"bench: a worker exited ({worker.proc.returncode}) while waiting for {what}; "
-                                   f"see {worker.log}")
+                                   f"the end of its log:\n{tail}")
         await asyncio.sleep(0.2)
     raise TimeoutError(f"bench: timed out waiting for {what}")
 

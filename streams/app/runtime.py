@@ -17,6 +17,7 @@ import faust
 import orjson
 
 from streams.app import topics
+from streams.app.delivery import patch_delivery
 from streams.app.offsets import patch_consumer
 from streams.app.produce import BatchSender, KafkaOut
 from streams.app.statestore import CHANGELOG_CONFIG, StateBridge
@@ -100,6 +101,7 @@ def build(settings: Settings, *, web: bool = True) -> Runtime:
     """The app for ``settings.role``: all stages, processing only, or the ClickHouse sink only."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     patch_consumer()  # before the app creates its consumer
+    patch_delivery()
     app = faust.App(
         settings.app_id if settings.role != "sink" else f"{settings.app_id}-sink",
         broker=",".join(f"kafka://{b}" for b in settings.bootstrap.split(",")),
