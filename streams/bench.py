@@ -134,7 +134,14 @@ class Worker:
     def stop(self, kill: bool = False) -> None:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
-            self.proc.wait(60)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:  # a hung shutdown is a finding: report it, then kill
+                tail = self.log.read_bytes()[-3000:].decode(errors="replace")
+                print(f"[bench] worker {self.proc.pid} ignored SIGTERM for 60 s; killing it. Log tail:\n{tail}",
+                      file=sys.stderr, flush=True)
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
 
 
 async def _wait(pred: Any, timeout: float, what: str, *workers: Worker) -> None:
@@ -246,7 +253,7 @@ async def pipeline_phase(s: Settings, events: int, partitions: int, rate: float,
                          workers: int = 1) -> dict[str, Any]:
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     app_id = f"bench-{uuid.uuid4().hex[:6]}"
-    sink_group = app_id if workers <= 1 else f"{app_id}-sink"
+    group = {t: topics.consumer_group(app_id, t) for t in (topics.RAW, topics.VALID, topics.ENRICHED)}
     raw = prefix + topics.RAW
     await ensure_topics(s.bootstrap, [prefix + t for t in topics.ALL], partitions, s.replication, s)
     start_ms = int(time.time() * 1000) - 3_600_000
@@ -273,12 +280,11 @@ async def pipeline_phase(s: Settings, events: int, partitions: int, rate: float,
         first_out: list[float] = []
 
         async def drained() -> bool:
-            info = await describe(s.bootstrap, [app_id, sink_group], prefix=prefix)
+            info = await describe(s.bootstrap, sorted(set(group.values())), prefix=prefix)
             lag = info["lag"]
             if not first_out and info["topics"].get(prefix + topics.ENRICHED, {}).get("messages"):
                 first_out.append(time.perf_counter())  # workers up, partitions assigned, first output
-            return (all(lag.get(app_id, {}).get(prefix + t) == 0 for t in (topics.RAW, topics.VALID))
-                    and lag.get(sink_group, {}).get(prefix + topics.ENRICHED) == 0)
+            return all(lag.get(g, {}).get(prefix + t) == 0 for t, g in group.items())
 
         await _wait(drained, 1800, "pipeline to drain", *ws)
         t_end = time.perf_counter()

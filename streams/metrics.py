@@ -47,6 +47,11 @@ PRODUCE_RETRIES = Counter("touchstream_produce_retries_total", "Output batches r
 CONSUMER_LAG = Gauge(
     "touchstream_consumer_lag_messages", "Consumer group lag (end offset - committed offset)", ["topic", "partition"]
 )
+COMMIT_FAILURES = Counter(
+    "touchstream_commit_failures_total",
+    "Offset commits of a stateless stage refused because the group had moved on (the batch is read again)",
+    ["stage"],
+)
 FETCH_STALL_REPAIRS = Counter(
     "touchstream_fetch_stall_repairs_total",
     "Assigned partitions with unread records that Faust had stopped fetching, resumed by the watchdog",

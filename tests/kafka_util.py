@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from streams.app.topics import consumer_group
 from streams.kafka_admin import describe
 
 
@@ -83,3 +84,8 @@ def read_all(bootstrap: str, topic: str, timeout: float = 10.0) -> list[tuple[by
             await c.stop()
 
     return asyncio.run(go())
+
+
+def stage_lag(bootstrap: str, app_id: str, prefix: str, topic: str, role: str = "all") -> int | None:
+    """Lag of ``prefix + topic`` in the consumer group that reads it (see ``topics.consumer_group``)."""
+    return group_lag(bootstrap, consumer_group(app_id, topic, role), prefix + topic)

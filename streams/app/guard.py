@@ -20,13 +20,14 @@ import logging
 import os
 import sys
 from collections.abc import Coroutine
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 log = logging.getLogger(__name__)
 
 #: How long a cancelled agent waits for its in-flight batch (a produce retry loop may be running).
 CANCEL_GRACE_S = 60.0
 EXIT_CODE = 70  # EX_SOFTWARE
+T = TypeVar("T")
 
 
 def die(what: str, exc: BaseException) -> NoReturn:
@@ -38,10 +39,10 @@ def die(what: str, exc: BaseException) -> NoReturn:
     os._exit(EXIT_CODE)
 
 
-async def complete(work: Coroutine[Any, Any, None], what: str) -> None:
+async def complete(work: Coroutine[Any, Any, T], what: str) -> T:
     task = asyncio.ensure_future(work)
     try:
-        await asyncio.shield(task)
+        return await asyncio.shield(task)
     except asyncio.CancelledError:
         if not task.done():
             try:

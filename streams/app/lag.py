@@ -50,7 +50,10 @@ def register(rt: Runtime) -> None:
 
     @rt.app.timer(INTERVAL_S, name="consumer_lag")
     async def report_lag() -> None:
-        current = {(t, str(p)): lag for (t, p), lag in lag_by_partition(rt.app.consumer, prefix).items()}
+        lags = lag_by_partition(rt.app.consumer, prefix)
+        for stage in rt.stages:  # the stateless stages' own consumer groups
+            lags.update(stage.lags())
+        current = {(t, str(p)): lag for (t, p), lag in lags.items()}
         for labels in shown - current.keys():
             metrics.CONSUMER_LAG.remove(*labels)
         for labels, lag in current.items():

@@ -20,6 +20,7 @@ from streams.app import topics
 from streams.app.delivery import patch_delivery
 from streams.app.offsets import patch_consumer
 from streams.app.produce import BatchSender, KafkaOut
+from streams.app.stage import Stage
 from streams.app.statestore import CHANGELOG_CONFIG, StateBridge
 from streams.clickhouse.client import ClickHouse
 from streams.core.pipeline import Outputs, Pipeline, PipelineConfig
@@ -61,6 +62,7 @@ class Runtime:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     ready: bool = False
     stats: dict[str, int] = field(default_factory=dict)
+    stages: list[Stage] = field(default_factory=list)  # the stateless stages on plain consumer groups
 
     def emit(self, out: Outputs, sender: BatchSender) -> None:
         """Queue a pipeline's outputs on their topics (sent and awaited by the caller before state)."""
@@ -149,21 +151,25 @@ def build(settings: Settings, *, web: bool = True) -> Runtime:
     ch = ClickHouse(settings.clickhouse_url, settings.clickhouse_database)
     rt = Runtime(settings, app, pipeline, bridge, ch, faust_topics, KafkaOut(settings))
 
-    @app.on_before_shutdown.connect
-    async def _stop_out(app_: Any, **kwargs: Any) -> None:
-        await rt.out.stop()
-
-
     from streams.app import lag, pages, process, validate
     from streams.app import sink as sink_mod
     from streams.app import web as web_mod
 
     if processing:
-        validate.register(rt)
+        rt.stages.append(validate.stage(rt))
         process.register(rt, table)
     if settings.role in ("all", "sink"):
-        sink_mod.register(rt)
+        rt.stages.extend(sink_mod.stages(rt))
         pages.register(rt)
+    for stage in rt.stages:
+        app.task(stage.run)
+
+    @app.on_before_shutdown.connect
+    async def _stop(app_: Any, **kwargs: Any) -> None:
+        """Stages first (their batches in flight still produce), then the producer."""
+        await asyncio.gather(*(stage.stop() for stage in rt.stages))
+        await rt.out.stop()
+
     lag.register(rt)
     if web:
         web_mod.register(rt)

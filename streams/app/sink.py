@@ -1,19 +1,19 @@
-"""Agents: output topics → ClickHouse, one generic agent per table spec.
+"""Stages: output topics → ClickHouse, one plain consumer group per table.
 
-Batches are cut by size (``TOUCHSTREAM_SINK_BATCH_ROWS``) and time (``TOUCHSTREAM_SINK_FLUSH_S``)
-with ``take_events``; the insert runs on the ClickHouse thread, and the batch is acked only
-after it succeeded, so Kafka offsets never pass rows that are not in ClickHouse. A failed
-insert is retried with jittered exponential backoff for as long as it takes; meanwhile this
-agent consumes nothing more, Faust's bounded stream buffer fills, and fetching pauses: memory
-stays bounded and nothing is lost. Re-delivered rows collapse in the ReplacingMergeTree tables
-(natural keys), and an identical re-sent batch is dropped outright by its deduplication token.
+Batches are cut by size (``TOUCHSTREAM_SINK_BATCH_ROWS``) and age (``TOUCHSTREAM_SINK_FLUSH_S``)
+by :class:`streams.app.stage.Stage`; each batch becomes one INSERT, run on the ClickHouse
+thread, and the batch's offsets are committed only after the insert succeeded, so Kafka
+offsets never pass rows that are not in ClickHouse. A failed insert is
+retried with jittered exponential backoff for as long as it takes; meanwhile the stage fetches
+nothing more (aiokafka's prefetch buffer is bounded), so memory stays bounded and nothing is
+lost. Re-delivered rows collapse in the ReplacingMergeTree tables (natural keys), and an
+identical re-sent batch is dropped outright by its deduplication token.
 
-Stop and rebalance during an outage: Faust then waits for every in-flight event to be acked
-(``wait_empty``, before it cancels any agent) and would wait forever for a batch that cannot be
-inserted: SIGTERM hung until SIGKILL, and a rebalance stalled the whole group. So once Faust's
-flow control is suspended, a failing batch is *abandoned*: released for Faust but never acked,
-so its offsets are not committed and it is read again from the committed offset (after the
-restart, or by the partition's new owner).
+Stop and rebalance during an outage: the group (or the supervisor) is waiting for this batch,
+so once the stage is stopping or its partitions are being revoked, a failing batch is
+*abandoned*: nothing is committed, and it is read again from the committed offset (after the
+restart, or by the partition's new owner). Before this module ran on Faust agents, exactly
+that wait hung SIGTERM until SIGKILL.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ import asyncio
 import hashlib
 import logging
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from streams import metrics
-from streams.app.guard import complete
-from streams.app.inorder import abandon
+from streams.app import topics
+from streams.app.stage import Stage
 from streams.clickhouse.rows import SPECS, TableSpec
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def batch_token(table: str, events: list[Any]) -> str:
+def batch_token(table: str, records: list[Any]) -> str:
     """Same records (same offsets) → same token, so ClickHouse drops an identical re-insert.
 
     The token names every offset as contiguous runs, not just each partition's first and last:
@@ -46,8 +47,7 @@ def batch_token(table: str, events: list[Any]) -> str:
     of the incomplete one, losing the record in the hole.
     """
     offsets: dict[tuple[str, int], list[int]] = {}
-    for ev in events:
-        m = ev.message
+    for m in records:
         offsets.setdefault((m.topic, m.partition), []).append(m.offset)
     parts = []
     for (topic, partition), offs in sorted(offsets.items()):
@@ -64,8 +64,9 @@ def batch_token(table: str, events: list[Any]) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-async def insert_with_retry(rt: Runtime, spec: TableSpec, rows: list[tuple[Any, ...]], token: str) -> bool:
-    """True once the rows are in ClickHouse; False if Faust stops or rebalances while inserts still fail."""
+async def insert_with_retry(rt: Runtime, spec: TableSpec, rows: list[tuple[Any, ...]], token: str,
+                            keep_trying: Callable[[], bool]) -> bool:
+    """True once the rows are in ClickHouse; False if the stage stops or rebalances while inserts still fail."""
     delay = 0.2
     while True:
         try:
@@ -77,43 +78,44 @@ async def insert_with_retry(rt: Runtime, spec: TableSpec, rows: list[tuple[Any, 
         except Exception as exc:  # any ClickHouse/network failure: keep the batch, back off, retry
             metrics.SINK_ERRORS.labels(spec.table).inc()
             rt.clickhouse.reset()
-            if not rt.app.flow_control.is_active():
+            if not keep_trying():
                 log.warning("insert into %s failed (%s) while the worker stops or rebalances; %d rows stay "
                             "uncommitted and will be read again", spec.table, exc, len(rows))
                 return False
             metrics.SINK_RETRIES.labels(spec.table).inc()
             log.warning("insert into %s failed (%s); retrying in %.1fs", spec.table, exc, delay)
-            await _backoff(rt, delay * (0.5 + random.random()))
+            await _backoff(keep_trying, delay * (0.5 + random.random()))
             delay = min(delay * 2, 30.0)
 
 
-async def _backoff(rt: Runtime, seconds: float) -> None:
-    """Sleep, but wake early when Faust suspends flow (stop/rebalance): it is waiting for this batch."""
+async def _backoff(keep_trying: Callable[[], bool], seconds: float) -> None:
+    """Sleep, but wake early when the stage stops or rebalances: the group is waiting for this batch."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    while rt.app.flow_control.is_active() and (left := deadline - loop.time()) > 0:
+    while keep_trying() and (left := deadline - loop.time()) > 0:
         await asyncio.sleep(min(left, 0.25))
 
 
-def register(rt: Runtime) -> None:
+def stages(rt: Runtime) -> list[Stage]:
+    """One stage per table, each its own consumer group: a table that cannot be written (an
+    outage of one table, a broken schema) holds back only its own topic's commits."""
     s = rt.settings
-    for spec in SPECS:
-        _register_one(rt, spec, s.sink_batch_rows, s.sink_flush_s)
+    return [
+        Stage(s, f"sink_{spec.table}", [s.topic(spec.topic)], topics.consumer_group(s.app_id, spec.topic),
+              _inserter(rt, spec), s.sink_batch_rows, s.sink_flush_s)
+        for spec in SPECS
+    ]
 
 
-def _register_one(rt: Runtime, spec: TableSpec, batch_rows: int, flush_s: float) -> None:
-    @rt.app.agent(rt.topics[spec.topic], name=f"sink_{spec.table}")
-    async def sink_agent(stream):  # type: ignore[no-untyped-def]
-        async for events in stream.take_events(batch_rows, within=flush_s):
-            await complete(sink_batch(events), f"sink batch for {spec.table}")
-
-    async def sink_batch(events: list[Any]) -> None:
+def _inserter(rt: Runtime, spec: TableSpec) -> Any:
+    async def sink_batch(records: list[Any], keep_trying: Callable[[], bool]) -> bool:
         rows = []
-        for ev in events:
+        for rec in records:
             try:
-                rows.append(spec.to_row(orjson.loads(ev.value)))
+                rows.append(spec.to_row(orjson.loads(rec.value)))
             except Exception as exc:  # our own topic, but never let one bad record stop the sink
                 metrics.DLQ.labels(f"sink_{spec.table}").inc()
-                log.error("unmappable record on %s at offset %s: %r", spec.topic, ev.message.offset, exc)
-        if rows and not await insert_with_retry(rt, spec, rows, batch_token(spec.table, events)):
-            abandon(events)
+                log.error("unmappable record on %s at offset %s: %r", rec.topic, rec.offset, exc)
+        return not rows or await insert_with_retry(rt, spec, rows, batch_token(spec.table, records), keep_trying)
+
+    return sink_batch

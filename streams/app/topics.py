@@ -27,3 +27,24 @@ PROCESS_OUTPUTS: tuple[tuple[str, str, str], ...] = (
 )
 
 ALL: tuple[str, ...] = (RAW, DLQ, VALID, *(t for t, _, _ in PROCESS_OUTPUTS))
+
+#: Topics the ClickHouse sink reads (one table each; see streams.clickhouse.rows.SPECS).
+SINK_TOPICS: tuple[str, ...] = (ENRICHED, SESSIONS, MERGES, SLA_EVENTS, RESPONSE_TIMES, FUNNEL, ANOMALIES)
+
+
+def consumer_group(app_id: str, topic: str, role: str = "all") -> str:
+    """The consumer group that reads ``topic`` (a logical name, without prefix) for ``app_id``.
+
+    The stateless stages are plain consumer groups (``<app id>-validate`` for the raw topic,
+    ``<app id>-clickhouse-<topic>`` for each sink topic, so one table's trouble holds back only
+    its own topic); the stateful stage is the Faust app
+    (``<app id>``: the valid topic); pages are delivered by the Faust app of the worker with
+    the sink role (``<app id>-sink``, or ``<app id>`` when one worker has every role). Lag
+    queries and tests look the group up here."""
+    if topic == RAW:
+        return f"{app_id}-validate"
+    if topic in SINK_TOPICS:
+        return f"{app_id}-clickhouse-{topic}"
+    if topic == PAGES and role == "sink":
+        return f"{app_id}-sink"
+    return app_id

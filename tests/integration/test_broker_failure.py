@@ -21,7 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.localkafka import LocalKafka
 from tests.conftest import JARS, WorkerProc, ch_query, start_worker, wait_until
-from tests.kafka_util import group_lag, produce
+from tests.kafka_util import produce, stage_lag
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -78,8 +78,8 @@ def test_leader_loss_mid_run_loses_nothing(cluster: LocalKafka, pipeline_env: di
     t.join(120)
     assert not t.is_alive()
     survivors = ",".join(node.bootstrap for node in cluster.nodes if node.node_id != victim)
-    wait_until(lambda: group_lag(survivors, group, prefix + "touchpoints.valid") == 0, 300, what="processing")
-    wait_until(lambda: group_lag(survivors, group, prefix + "touchpoints.enriched") == 0, 300, what="sink")
+    wait_until(lambda: stage_lag(survivors, group, prefix, "touchpoints.valid") == 0, 300, what="processing")
+    wait_until(lambda: stage_lag(survivors, group, prefix, "touchpoints.enriched") == 0, 300, what="sink")
     cluster.start_node(victim)
     assert w.alive(), w.tail()
     assert w.stop() == 0, w.tail()

@@ -38,6 +38,7 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streams.app.topics import consumer_group
 from streams.clickhouse.rows import SPECS
 from tests.conftest import WorkerProc, ch_query, start_worker, wait_until
 from tests.integration.exactness import assert_clickhouse_exact, ground_truth, make_events
@@ -105,23 +106,26 @@ def outage(tmp_path: Path) -> Iterator[WriteOutage]:
 
 
 # ------------------------------------------------------------------ observations
-def group_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
-    """The group's committed offset per (topic, partition)."""
+def group_offsets(bootstrap: str, app_id: str) -> dict[tuple[str, int], int]:
+    """The sink stages' committed offset per (topic, partition) (one consumer group per table)."""
 
     async def go() -> dict[tuple[str, int], int]:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
+        out: dict[tuple[str, int], int] = {}
         try:
-            offs = await admin.list_consumer_group_offsets(group)
+            for topic in SINK_TOPICS:
+                offs = await admin.list_consumer_group_offsets(consumer_group(app_id, topic))
+                out.update({(tp.topic, tp.partition): om.offset for tp, om in offs.items()})
         finally:
             await admin.close()
-        return {(tp.topic, tp.partition): om.offset for tp, om in offs.items()}
+        return out
 
     return asyncio.run(go())
 
 
 def committed(bootstrap: str, group: str, topics: list[str]) -> dict[str, int]:
-    """Sum of the group's committed offsets per topic (0 when none): rows the sink has acked."""
+    """Sum of the sink's committed offsets per topic (0 when none): rows the sink has acked."""
     out = dict.fromkeys(topics, 0)
     for (topic, _), off in group_offsets(bootstrap, group).items():
         if topic in out and off >= 0:

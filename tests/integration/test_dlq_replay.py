@@ -29,7 +29,7 @@ import pytest
 
 from streams.core.contract import format_timestamp
 from tests.conftest import ROOT, WorkerProc, ch_query, start_worker, wait_until
-from tests.kafka_util import group_lag, message_count, produce, read_all
+from tests.kafka_util import message_count, produce, read_all, stage_lag
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +71,7 @@ def test_replay_after_config_fix_is_exactly_once(pipeline_env: dict[str, str], t
     raw, dlq, enriched = (prefix + t for t in ("touchpoints.raw", "touchpoints.dlq", "touchpoints.enriched"))
 
     def lags() -> dict[str, int | None]:
-        return {t: group_lag(bootstrap, group, prefix + t)
+        return {t: stage_lag(bootstrap, group, prefix, t)
                 for t in ("touchpoints.raw", "touchpoints.valid", "touchpoints.enriched")}
 
     def drained() -> bool:

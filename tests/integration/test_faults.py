@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import WorkerProc, start_worker, wait_until
 from tests.integration.exactness import assert_clickhouse_exact, ground_truth, make_events
-from tests.kafka_util import group_lag, message_count, produce, topic_counts
+from tests.kafka_util import message_count, produce, stage_lag, topic_counts
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -37,15 +37,16 @@ def test_kill9_restarts_keep_clickhouse_exact(pipeline_env: dict[str, str], tmp_
         workers.append(w)
 
     def lag_report() -> str:
-        info = topic_counts(bootstrap, group, prefix=prefix)
+        info = topic_counts(bootstrap, None, prefix=prefix)
+        info["lag"] = {t: stage_lag(bootstrap, group, prefix, t) for t in ("touchpoints.raw", "touchpoints.valid")}
         return f"lag={info['lag']} ends={ {t: v['end_offsets'] for t, v in info['topics'].items() if 'valid' in t} }"
 
     for topic in ("touchpoints.raw", "touchpoints.valid"):
-        wait_until(lambda t=topic: group_lag(bootstrap, group, prefix + t) == 0, 300, what=f"processing of {topic}",
+        wait_until(lambda t=topic: stage_lag(bootstrap, group, prefix, t) == 0, 300, what=f"processing of {topic}",
                    explain=lag_report)
     assert message_count(bootstrap, prefix + "touchpoints.valid") >= len(events), lag_report()
     for topic in ("touchpoints.enriched", "sessions.closed", "funnel.live"):
-        wait_until(lambda t=topic: group_lag(bootstrap, group, prefix + t) == 0, 300, what=f"sink of {topic}")
+        wait_until(lambda t=topic: stage_lag(bootstrap, group, prefix, t) == 0, 300, what=f"sink of {topic}")
     assert message_count(bootstrap, prefix + "touchpoints.enriched") >= len(events)
     assert w.stop() == 0, w.tail()
 

@@ -15,7 +15,7 @@ import pytest
 
 from streams.simulate import Incident, SimConfig, generate
 from tests.conftest import WorkerProc, ch_query, start_worker, wait_until
-from tests.kafka_util import group_lag, produce, read_all
+from tests.kafka_util import produce, read_all, stage_lag
 
 pytestmark = [pytest.mark.integration]
 
@@ -63,7 +63,7 @@ def test_landing_page_outage_opens_and_resolves_one_anomaly(pipeline_env: dict[s
                 and OUTAGE_START <= a["window_start"] < OUTAGE_END]
 
     # the embedded engine belongs to the worker while it runs: let the sink commit, stop, then look
-    wait_until(lambda: group_lag(bootstrap, env["TOUCHSTREAM_APP_ID"], prefix + "funnel.anomalies") == 0, 60,
+    wait_until(lambda: stage_lag(bootstrap, env["TOUCHSTREAM_APP_ID"], prefix, "funnel.anomalies") == 0, 60,
                what="sink to commit the anomalies")
     assert workers[-1].stop() == 0, workers[-1].tail()
     rows = ch_query(env, "SELECT status, count(), any(kind), any(campaign), any(stage_from), any(stage_to) "

@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaProducer
 from streams.core.contract import MAX_DEPTH, Rejection, format_timestamp, validate
 from streams.core.deadletter import MAX_ORIGINAL_BYTES
 from tests.conftest import ROOT, WorkerProc, ch_query, start_worker, wait_until
-from tests.kafka_util import group_lag, message_count, read_all
+from tests.kafka_util import message_count, read_all, stage_lag
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -414,14 +414,15 @@ def test_hostile_input_at_volume(pipeline_env: dict[str, str], tmp_path: Path, w
 
     def progress() -> str:
         return (f"dlq={message_count(bootstrap, dlq_topic)}/{N_BAD} enriched={message_count(bootstrap, enriched_topic)}"
-                f"/{N_VALID} raw lag={group_lag(bootstrap, group, raw_topic)} alive={w.alive()}\n{w.tail(3000)}")
+                f"/{N_VALID} raw lag={stage_lag(bootstrap, group, prefix, 'touchpoints.raw')} alive={w.alive()}"
+                f"\n{w.tail(3000)}")
 
     wait_until(lambda: message_count(bootstrap, dlq_topic) >= N_BAD, 240, what="every bad message on the DLQ",
                explain=progress)
     wait_until(lambda: message_count(bootstrap, enriched_topic) >= N_VALID, 120, what="valid events enriched",
                explain=progress)
-    for topic in (raw_topic, prefix + "touchpoints.valid", enriched_topic):  # validate, process and sink all caught up
-        wait_until(lambda t=topic: group_lag(bootstrap, group, t) == 0, 120, what=f"lag 0 on {topic}",
+    for topic in ("touchpoints.raw", "touchpoints.valid", "touchpoints.enriched"):  # validate, process, sink caught up
+        wait_until(lambda t=topic: stage_lag(bootstrap, group, prefix, t) == 0, 120, what=f"lag 0 on {topic}",
                    explain=progress)
     t_drained = time.monotonic() - t0
 

@@ -18,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.conftest import WorkerProc, ch_query, free_port, start_worker, wait_until
-from tests.kafka_util import group_lag, read_all
+from tests.kafka_util import read_all, stage_lag
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -105,10 +105,10 @@ def test_two_workers_one_killed(store: str, pipeline_env: dict[str, str], tmp_pa
     p2 = WorkerProc(p2.env, tmp_path / "p2b.log").start()
     workers.append(p2)
 
-    wait_until(lambda: group_lag(bootstrap, group, prefix + "touchpoints.valid") == 0, 300, what="processing")
-    wait_until(lambda: group_lag(bootstrap, f"{group}-sink", prefix + "sessions.closed") == 0, 120,
+    wait_until(lambda: stage_lag(bootstrap, group, prefix, "touchpoints.valid") == 0, 300, what="processing")
+    wait_until(lambda: stage_lag(bootstrap, group, prefix, "sessions.closed") == 0, 120,
                what="sessions sink")
-    wait_until(lambda: group_lag(bootstrap, f"{group}-sink", prefix + "touchpoints.enriched") == 0, 120,
+    wait_until(lambda: stage_lag(bootstrap, group, prefix, "touchpoints.enriched") == 0, 120,
                what="enriched sink")
 
     merges = [orjson.loads(v) for _, v, _ in read_all(bootstrap, prefix + "identity.merges")]

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from tests.conftest import WorkerProc, ch_query, start_worker, wait_until
-from tests.kafka_util import group_lag, message_count, produce, read_all
+from tests.kafka_util import message_count, produce, read_all, stage_lag
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +72,7 @@ def test_valid_to_clickhouse_invalid_to_dlq(pipeline_env: dict[str, str], tmp_pa
     wait_until(lambda: message_count(bootstrap, prefix + "touchpoints.enriched") >= n_valid, 90,
                what="enriched messages")
     wait_until(lambda: message_count(bootstrap, prefix + "touchpoints.dlq") >= len(BAD), 30, what="DLQ")
-    wait_until(lambda: group_lag(bootstrap, group, prefix + "touchpoints.enriched") == 0, 60,
+    wait_until(lambda: stage_lag(bootstrap, group, prefix, "touchpoints.enriched") == 0, 60,
                what="sink to commit enriched offsets")
     assert w.alive(), w.tail()
     port = env["TOUCHSTREAM_WEB_PORT"]

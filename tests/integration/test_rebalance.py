@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import WorkerProc, free_port, start_worker, wait_until
 from tests.integration.exactness import assert_clickhouse_exact, ground_truth, make_events
-from tests.kafka_util import group_lag, produce, read_all, topic_counts
+from tests.kafka_util import produce, read_all, stage_lag
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -66,13 +66,13 @@ def test_add_and_remove_a_worker_mid_run(pipeline_env: dict[str, str], tmp_path:
                what="the first worker to own every partition again")
 
     def lag_report() -> str:
-        return str(topic_counts(bootstrap, group, prefix=prefix)["lag"])
+        return str({t: stage_lag(bootstrap, group, prefix, t) for t in ("touchpoints.raw", "touchpoints.valid")})
 
     for topic in ("touchpoints.raw", "touchpoints.valid"):
-        wait_until(lambda t=topic: group_lag(bootstrap, group, prefix + t) == 0, 300, what=f"processing of {topic}",
+        wait_until(lambda t=topic: stage_lag(bootstrap, group, prefix, t) == 0, 300, what=f"processing of {topic}",
                    explain=lag_report)
     for topic in ("touchpoints.enriched", "sessions.closed", "funnel.live"):
-        wait_until(lambda t=topic: group_lag(bootstrap, f"{group}-sink", prefix + t) == 0, 120,
+        wait_until(lambda t=topic: stage_lag(bootstrap, group, prefix, t) == 0, 120,
                    what=f"sink of {topic}")
     enriched = {orjson.loads(v)["event_id"] for _, v, _ in read_all(bootstrap, prefix + "touchpoints.enriched")}
     assert enriched == {e["event_id"] for e in events}, f"{len(enriched)} distinct enriched of {len(events)}"

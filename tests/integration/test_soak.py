@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from tests.conftest import WorkerProc, start_worker, wait_until
-from tests.kafka_util import group_lag, produce
+from tests.kafka_util import produce, stage_lag
 
 MINUTES = float(os.environ.get("TOUCHSTREAM_SOAK_MINUTES", "0"))
 RATE = int(os.environ.get("TOUCHSTREAM_SOAK_RATE", "300"))  # events per second
@@ -98,10 +98,10 @@ def test_steady_load_without_memory_growth(pipeline_env: dict[str, str], tmp_pat
         if time.monotonic() >= next_sample:
             assert w.alive(), w.tail()
             samples.append((elapsed / 60, rss_kb(w.proc.pid) // 1024,  # type: ignore[union-attr]
-                            group_lag(bootstrap, group, prefix + "touchpoints.raw")))
+                            stage_lag(bootstrap, group, prefix, "touchpoints.raw")))
             next_sample += SAMPLE_S
         time.sleep(max(0.0, t0 + tick - time.monotonic()))
-    wait_until(lambda: group_lag(bootstrap, group, prefix + "touchpoints.raw") == 0, 120, what="input to drain")
+    wait_until(lambda: stage_lag(bootstrap, group, prefix, "touchpoints.raw") == 0, 120, what="input to drain")
     assert w.stop() == 0, w.tail()
 
     print("\nminute  rss_mb  raw_lag")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -14,6 +16,7 @@ from streams.core.contract import (
     from_valid_dict,
     normalise_phone,
     parse_timestamp,
+    read_timestamp,
     to_valid_dict,
     validate,
 )
@@ -164,3 +167,13 @@ def test_arbitrary_objects_never_raise(obj: dict) -> None:
     if isinstance(res, Touchpoint):  # whatever passed is fully typed
         assert isinstance(res.occurred_at, int) and res.identities
         assert res.channel and res.type
+
+
+@settings(max_examples=300)
+@given(st.integers(min_value=-(10**12), max_value=253_402_300_799_999))
+def test_timestamps_round_trip_through_the_per_second_caches(ms: int) -> None:
+    text = format_timestamp(ms)
+    assert text == (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)).strftime(
+        "%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    assert read_timestamp(text) == ms
+    assert parse_timestamp(text) == ms

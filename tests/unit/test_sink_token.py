@@ -9,7 +9,7 @@ from streams.app.sink import batch_token
 
 
 def batch(*offsets: tuple[str, int, int]) -> list[Any]:
-    return [SimpleNamespace(message=SimpleNamespace(topic=t, partition=p, offset=o)) for t, p, o in offsets]
+    return [SimpleNamespace(topic=t, partition=p, offset=o) for t, p, o in offsets]
 
 
 def test_same_records_in_any_order_give_the_same_token() -> None:

@@ -1,0 +1,210 @@
+"""Stateless stages (validate, the ClickHouse sink) on plain aiokafka consumer groups.
+
+Why not Faust agents: a stage that keeps no table gains nothing from Faust's per-message
+machinery (conductor hand-off, channel queue, an ``Event`` per message, a loop turn per message
+in the stream iterator, sensors, per-message acks), and py-spy showed that machinery, paid
+once per crossing, to be most of the worker's CPU: each input event crossed it three to four
+times (raw, valid, enriched and the other sink topics). The stateful stage (identity,
+sessions, SLA, funnel) stays a Faust agent: it needs Faust's table, changelog and recovery.
+Here a batch is one ``getmany`` (or a few, up to the batch size or age), one handler call and
+one commit — the shape of the bare consumer the benchmark compares against.
+
+Guarantees (the same as the agents had):
+- offsets are committed only after the handler returned ``True``: the batch's outputs are
+  acknowledged by the brokers (validate) or its rows are in ClickHouse (sink). A crash before
+  the commit re-reads the batch: at-least-once, which downstream absorbs (the process stage
+  drops replayed source offsets and duplicate event ids; ClickHouse collapses rows by key);
+- records of a partition are handled in offset order (one consumer per partition, one batch
+  at a time), which the process stage's replay check relies on;
+- a rebalance waits for the batch in flight (aiokafka waits for ``on_partitions_revoked``);
+  records fetched but not yet handled are dropped uncommitted, and every partition starts
+  again from its committed offset (aiokafka re-positions all of them on each assignment), so
+  nothing is skipped and nothing is handled twice by the same owner;
+- a handler that cannot finish (ClickHouse down) polls ``keep_trying`` and gives up when the
+  worker stops or the group rebalances; its offsets stay uncommitted and are read again;
+- an unexpected handler error ends the process (crash-only, :mod:`streams.app.guard`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+
+from streams import metrics
+from streams.app.guard import CANCEL_GRACE_S, complete, die
+from streams.kafka_admin import client_kwargs
+
+if TYPE_CHECKING:
+    from aiokafka.structs import ConsumerRecord
+
+    from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = CANCEL_GRACE_S + 5  # a batch in flight gets the agents' grace, then the group is left
+
+#: ``handle(records, keep_trying)`` → True once the batch is done (commit it), False if abandoned.
+Handler = Callable[[list["ConsumerRecord[bytes, bytes]"], Callable[[], bool]], Awaitable[bool]]
+
+
+class Stage:
+    """One stateless stage: a consumer group over ``topics``, batches of ``max_records`` or ``within_s``."""
+
+    def __init__(self, settings: Settings, name: str, topics: list[str], group: str, handle: Handler,
+                 max_records: int, within_s: float) -> None:
+        self.settings, self.name, self.topics, self.group = settings, name, topics, group
+        self.handle, self.max_records, self.within_s = handle, max_records, within_s
+        self.consumer: AIOKafkaConsumer | None = None
+        self.committed: dict[TopicPartition, int] = {}  # next offset to read, per partition we own
+        self._lock = asyncio.Lock()  # one batch at a time; the rebalance listener waits for it
+        self._pending: list[ConsumerRecord[bytes, bytes]] = []
+        self._since = 0.0
+        self._generation = 0  # bumped on every revocation: records fetched before it are stale
+        self._revoking = False
+        self._stopping = False
+        self._stopped = asyncio.Event()
+
+    def keep_trying(self) -> bool:
+        return not (self._stopping or self._revoking)
+
+    def lags(self) -> dict[tuple[str, int], int]:
+        """end offset − committed offset per owned partition (no I/O: the fetcher knows the ends)."""
+        out: dict[tuple[str, int], int] = {}
+        c = self.consumer
+        if c is None:
+            return out
+        for tp in c.assignment():
+            high = c.highwater(tp)
+            if high is not None:
+                out[(tp.topic, tp.partition)] = max(0, high - self.committed.get(tp, 0))
+        return out
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        s = self.settings
+        return AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap,
+            group_id=self.group,
+            client_id=f"{s.app_id}-{self.name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 << 20,
+            fetch_max_bytes=32 << 20,
+            session_timeout_ms=int(s.group_session_timeout_s * 1000),
+            heartbeat_interval_ms=int(max(1.0, s.group_session_timeout_s / 5) * 1000),
+            **client_kwargs(s),
+        )
+
+    async def run(self) -> None:
+        """The stage's loop (a task of the worker); returns after :meth:`stop`.
+
+        Crash-only like the agents: an error escaping the loop ends the process, because a
+        worker whose stage silently stopped would look healthy while its lag grows."""
+        try:
+            c = self.consumer = self._consumer()
+            c.subscribe(self.topics, listener=_Listener(self))
+            await c.start()
+            log.info("stage %s consuming %s as group %s", self.name, ",".join(self.topics), self.group)
+            try:
+                await self._loop(c)
+            finally:
+                self._pending.clear()
+                await c.stop()  # leaves the group: the partitions move on at once
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            die(f"stage {self.name}", exc)
+        finally:
+            self._stopped.set()
+
+    async def _loop(self, c: AIOKafkaConsumer) -> None:
+        while not self._stopping:
+            wait = self.within_s
+            if self._pending:
+                wait = max(0.0, self._since + self.within_s - time.monotonic())
+            generation = self._generation
+            got = await c.getmany(timeout_ms=int(wait * 1000), max_records=self.max_records - len(self._pending))
+            async with self._lock:
+                if generation != self._generation or self._stopping:
+                    continue  # fetched under an assignment that has been revoked since
+                if got:
+                    if not self._pending:
+                        self._since = time.monotonic()
+                    for records in got.values():
+                        self._pending.extend(records)
+                if self._pending and (len(self._pending) >= self.max_records
+                                      or time.monotonic() - self._since >= self.within_s):
+                    await self._flush()
+
+    async def stop(self) -> None:
+        """Let the batch in flight finish (or give up), then leave the group."""
+        self._stopping = True
+        if self.consumer is not None:
+            try:
+                await asyncio.wait_for(self._stopped.wait(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                log.error("stage %s did not stop within %.0fs; leaving its group anyway", self.name, STOP_TIMEOUT_S)
+                await self.consumer.stop()
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        done = await complete(self.handle(batch, self.keep_trying), f"{self.name} batch")
+        c = self.consumer
+        assert c is not None
+        ends: dict[TopicPartition, int] = {}
+        firsts: dict[TopicPartition, int] = {}
+        for rec in batch:
+            tp = TopicPartition(rec.topic, rec.partition)
+            firsts.setdefault(tp, rec.offset)
+            ends[tp] = rec.offset + 1
+        owned = c.assignment()
+        if not done:
+            for tp, first in firsts.items():
+                if tp in owned:
+                    c.seek(tp, first)  # read it again (after the stop or rebalance, from the commit)
+            return
+        offsets = {tp: end for tp, end in ends.items() if tp in owned}
+        if not offsets:
+            return
+        try:
+            await c.commit(offsets)
+        except KafkaError as exc:  # the group moved on: the new owner re-reads from the last commit
+            metrics.COMMIT_FAILURES.labels(self.name).inc()
+            log.warning("stage %s: commit of %d partitions failed (%r); they will be read again",
+                        self.name, len(offsets), exc)
+            return
+        self.committed.update(offsets)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        stage = self.stage
+        stage._revoking = True  # a handler retrying an outage gives up: the group is waiting
+        try:
+            async with stage._lock:  # the batch in flight finishes (and commits) first
+                stage._generation += 1
+                stage._pending.clear()  # fetched, never handled: the next owner reads them from the commit
+                for tp in revoked:
+                    stage.committed.pop(tp, None)
+        finally:
+            stage._revoking = False
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        c = self.stage.consumer
+        if c is None or not assigned:
+            return
+        try:
+            committed = {tp: await c.committed(tp) for tp in assigned}
+        except KafkaError as exc:
+            log.warning("stage %s: reading committed offsets failed (%r)", self.stage.name, exc)
+            return
+        self.stage.committed.update({tp: off for tp, off in committed.items() if off is not None})
