@@ -20,7 +20,9 @@ the middle of it:
 The restart variant used to stall: a worker that *started* with a sink backlog got messages twice
 from Faust, whose skipped-offset "gap" bookkeeping then put offsets into the acked list twice and
 made the commit crawl one offset per interval. Gaps are no longer recorded
-(``patch_consumer`` in ``streams/app/offsets.py``), and the variant is a plain test again.
+(``patch_consumer`` in ``streams/app/offsets.py``), and the variant is a plain test again; the
+sink has since moved off Faust altogether (one plain consumer group per table,
+``streams/app/stage.py``), and the committed offsets checked here are those groups'.
 """
 
 from __future__ import annotations
