@@ -300,8 +300,14 @@ async def pipeline_phase(s: Settings, events: int, partitions: int, rate: float,
         n_lat = int(rate * 20)
         lat_payloads = [(e["tenant_id"].encode(), orjson.dumps(e))
                         for e in synthetic_events(n_lat, continue_ms, seed=2)]
+        ports = [w.env["TOUCHSTREAM_WEB_PORT"] for w in ws]
+        before = [_scrape(p) for p in ports]
         await _produce(s.bootstrap, raw, lat_payloads, rate=rate)
         await _wait(drained, 600, "latency run to drain", *ws)
+        for i, (port, prior) in enumerate(zip(ports, before, strict=True)):
+            # where the tail comes from: loop stalls, batch and tick durations during the latency run
+            figures = _stall_figures(prior, _scrape(port))
+            result.update({(f"w{i}_" if len(ws) > 1 else "") + k: round(v, 1) for k, v in figures.items()})
         lats = await _latencies(s.bootstrap, prefix, {orjson.loads(v)["event_id"] for _, v in lat_payloads})
         lats.sort()
         result["latency_offered_events_per_s"] = rate
@@ -481,6 +487,47 @@ async def _breach_lateness(bootstrap: str, topic: str) -> list[float]:
         await c.stop()
 
 
+def _scrape(port: str) -> dict[tuple[str, str], list[tuple[float, float]]]:
+    """The worker's histogram buckets from /metrics: (metric, labels without le) → [(le, count)]."""
+    import re
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    out: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for m in re.finditer(r"^(touchstream_\w+)_bucket\{([^}]*)\} (\S+)$", text, re.M):
+        name, labels, count = m.groups()
+        pairs = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        le = float(pairs.pop("le"))
+        key = ",".join(f'{k}="{v}"' for k, v in sorted(pairs.items()))
+        out.setdefault((name, key), []).append((le, float(count)))
+    return out
+
+
+def _stall_figures(before: dict[tuple[str, str], list[tuple[float, float]]],
+                   after: dict[tuple[str, str], list[tuple[float, float]]]) -> dict[str, float]:
+    """p99 (upper bucket bound) and count of each histogram over the interval between two scrapes."""
+    out: dict[str, float] = {}
+    wanted = ("touchstream_event_loop_lag_seconds", "touchstream_batch_seconds", "touchstream_clock_tick_seconds")
+    for (name, labels), buckets in after.items():
+        if name not in wanted:
+            continue
+        prior = dict(before.get((name, labels), []))
+        counts = [(le, c - prior.get(le, 0.0)) for le, c in buckets]
+        total = counts[-1][1] if counts else 0
+        if total <= 0:
+            continue
+        p99 = next(le for le, c in counts if c >= 0.99 * total)
+        label = labels.split('"')[1] if '"' in labels else ""
+        key = name.removeprefix("touchstream_").removesuffix("_seconds") + (f"_{label}" if label else "")
+        out[f"{key}_p99_ms"] = p99 * 1000
+        out[f"{key}_count"] = total
+    return out
+
+
 async def _ready(port: str) -> bool:
     """The worker's /ready: partitions assigned, state recovered, ClickHouse reachable."""
     import urllib.error
@@ -547,8 +594,13 @@ def main(s: Settings, cfg: BenchConfig, json_out: str | None) -> int:
         started = LocalKafka(s.kafka_dir, nodes=1, base_port=s.kafka_port)
         started.start()
     try:
-        with tempfile.TemporaryDirectory(prefix="ts-bench-") as work:
-            res = asyncio.run(run_bench(s, cfg, Path(work)))
+        keep = os.environ.get("TOUCHSTREAM_BENCH_KEEP")  # a directory: keep worker logs and data there
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            res = asyncio.run(run_bench(s, cfg, Path(keep)))
+        else:
+            with tempfile.TemporaryDirectory(prefix="ts-bench-") as work:
+                res = asyncio.run(run_bench(s, cfg, Path(work)))
     finally:
         if started is not None:
             started.stop()

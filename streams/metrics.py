@@ -57,6 +57,22 @@ FETCH_STALL_REPAIRS = Counter(
     "Assigned partitions with unread records that Faust had stopped fetching, resumed by the watchdog",
     ["topic", "reason"],
 )
+LOOP_LAG = Histogram(
+    "touchstream_event_loop_lag_seconds",
+    "How late a 50 ms sleep on the worker's event loop wakes up: any stall (a long batch, a clock "
+    "tick, a GIL-holding insert, a GC pause) delays every event behind it by this much",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+BATCH_SECONDS = Histogram(
+    "touchstream_batch_seconds", "Time to handle one batch, by stage (held under the stage's lock)", ["stage"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+CLOCK_TICK_SECONDS = Histogram(
+    "touchstream_clock_tick_seconds",
+    "Time of one clock tick of the process stage (full: watermarks, idle tenants, sessions to close; "
+    "timers: due SLA deadlines only); the batch loop waits meanwhile", ["kind"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 GC_FULL_SECONDS = Histogram(
     "touchstream_gc_full_collection_seconds", "Pause of the worker's periodic (10 min) full garbage collection",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5),

@@ -18,8 +18,8 @@ The embedded ClickHouse engine is single-process: several workers on it run
 | CLICKHOUSE_URL | chdb:///<data dir>/clickhouse | ``chdb:///path`` (embedded) or ``http(s)://user:pass@host:8123/db`` |
 | CLICKHOUSE_DATABASE | touchstream | database used when the URL names none |
 | TOUCHSTREAM_TOPIC_PREFIX | (empty) | prefix of every topic name, to run several environments on one cluster |
-| TOUCHSTREAM_ROLE | all | ``all`` (validate+process+sink), ``process`` (validate+process) or ``sink`` (ClickHouse + pages) |
-| TOUCHSTREAM_APP_ID | touchstream | Faust app id = consumer group prefix (groups: ``streams.app.topics.consumer_group``) and internal topic prefix |
+| TOUCHSTREAM_ROLE | all | ``all`` (every stage), ``process`` (validate+process) or ``sink`` (ClickHouse, pages) |
+| TOUCHSTREAM_APP_ID | touchstream | Faust app id = consumer group prefix (``topics.consumer_group``), internal topics |
 | TOUCHSTREAM_PARTITIONS | 4 | partitions of the pipeline topics (created by the worker) |
 | TOUCHSTREAM_REPLICATION | 1 | replication factor of the pipeline topics (3 on a cluster) |
 | TOUCHSTREAM_GROUP_SESSION_TIMEOUT_S | 15 | a crashed worker's partitions move after this (Faust default: 60) |

@@ -86,20 +86,24 @@ def register(rt: Runtime, table: Any) -> None:
 
     @app.agent(rt.topics[topics.VALID], name="process")
     async def process_agent(stream):  # type: ignore[no-untyped-def]
-        async for events in stream.take_events(rt.settings.process_batch, within=0.02):
+        async for events in stream.take_events(rt.settings.process_batch, within=0.005):
             await complete(process_batch(events), "process batch")
 
     async def process_batch(batch: list[Any]) -> None:
         events = await in_order.take(batch)
         async with rt.lock:
-            if not rt.ready:
-                reload()
-            wall = now_ms()
-            loads, process = orjson.loads, pipeline.process
-            for ev in events:
-                process(from_valid_dict(loads(ev.value)), wall)
-            metrics.EVENTS_IN.labels(topics.VALID).inc(len(events))
-            await commit_outputs()
+            with metrics.BATCH_SECONDS.labels("process").time():
+                await process_locked(events)
+
+    async def process_locked(events: list[Any]) -> None:
+        if not rt.ready:
+            reload()
+        wall = now_ms()
+        loads, process = orjson.loads, pipeline.process
+        for ev in events:
+            process(from_valid_dict(loads(ev.value)), wall)
+        metrics.EVENTS_IN.labels(topics.VALID).inc(len(events))
+        await commit_outputs()
 
     @app.task
     async def clock() -> None:
@@ -127,16 +131,20 @@ def register(rt: Runtime, table: Any) -> None:
 
     async def tick_once(at_ms: int, full: bool) -> None:
         async with rt.lock:
-            if full:
-                pipeline.tick(max(at_ms, now_ms()), wall=True)
-            else:
-                pipeline.fire_timers(max(at_ms, now_ms()))
-            await commit_outputs()
-            if not full:
-                return
-            gc_policy.maybe_run()
-            metrics.OPEN_SESSIONS.set(pipeline.sessions.open_sessions())
-            metrics.OPEN_WAITS.set(pipeline.sla.open_waits())
-            oldest = pipeline.sla.oldest_wait_started()
-            metrics.OLDEST_WAIT.set(0 if oldest is None else max(0.0, (now_ms() - oldest) / 1000))
-            metrics.OPEN_ANOMALIES.set(pipeline.detector.open_incidents())
+            with metrics.CLOCK_TICK_SECONDS.labels("full" if full else "timers").time():
+                await tick_locked(at_ms, full)
+
+    async def tick_locked(at_ms: int, full: bool) -> None:
+        if full:
+            pipeline.tick(max(at_ms, now_ms()), wall=True)
+        else:
+            pipeline.fire_timers(max(at_ms, now_ms()))
+        await commit_outputs()
+        if not full:
+            return
+        gc_policy.maybe_run()
+        metrics.OPEN_SESSIONS.set(pipeline.sessions.open_sessions())
+        metrics.OPEN_WAITS.set(pipeline.sla.open_waits())
+        oldest = pipeline.sla.oldest_wait_started()
+        metrics.OLDEST_WAIT.set(0 if oldest is None else max(0.0, (now_ms() - oldest) / 1000))
+        metrics.OPEN_ANOMALIES.set(pipeline.detector.open_incidents())

@@ -151,7 +151,7 @@ def build(settings: Settings, *, web: bool = True) -> Runtime:
     ch = ClickHouse(settings.clickhouse_url, settings.clickhouse_database)
     rt = Runtime(settings, app, pipeline, bridge, ch, faust_topics, KafkaOut(settings))
 
-    from streams.app import lag, pages, process, validate
+    from streams.app import lag, looplag, pages, process, validate
     from streams.app import sink as sink_mod
     from streams.app import web as web_mod
 
@@ -171,6 +171,7 @@ def build(settings: Settings, *, web: bool = True) -> Runtime:
         await rt.out.stop()
 
     lag.register(rt)
+    looplag.register(rt)
     if web:
         web_mod.register(rt)
     return rt

@@ -154,7 +154,8 @@ class Stage:
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending, []
-        done = await complete(self.handle(batch, self.keep_trying), f"{self.name} batch")
+        with metrics.BATCH_SECONDS.labels(self.name).time():
+            done = await complete(self.handle(batch, self.keep_trying), f"{self.name} batch")
         c = self.consumer
         assert c is not None
         ends: dict[TopicPartition, int] = {}

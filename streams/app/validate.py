@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from streams.app.runtime import Runtime
 
 BATCH = 4000
-WITHIN_S = 0.02
+WITHIN_S = 0.005
 
 
 def stage(rt: Runtime) -> Stage:

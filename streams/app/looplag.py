@@ -1,0 +1,30 @@
+"""The event loop's own lateness, as a metric: every stall delays every event behind it.
+
+One asyncio loop runs every stage of a worker, so a long batch, a clock tick, an insert that
+holds the GIL or a garbage-collector pause shows up as end-to-end latency for unrelated events.
+A 50 ms sleep that wakes late measures exactly that, whatever the cause; the per-stage batch and
+clock-tick histograms then say which one it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from streams import metrics
+
+if TYPE_CHECKING:
+    from streams.app.runtime import Runtime
+
+PROBE_S = 0.05
+
+
+def register(rt: Runtime) -> None:
+    @rt.app.task
+    async def loop_lag() -> None:
+        observe = metrics.LOOP_LAG.observe
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(PROBE_S)
+            observe(max(0.0, time.perf_counter() - t0 - PROBE_S))
