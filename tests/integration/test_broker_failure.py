@@ -7,6 +7,7 @@ must continue on the new leaders and every event must end up in ClickHouse exact
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 import threading
@@ -29,7 +30,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalKafka]:
     base = Path(tempfile.mkdtemp(prefix="ts-kafka3-"))
-    k = LocalKafka(base, nodes=3, base_port=39092, libs_root=JARS)
+    # below Linux's ephemeral range (32768-60999): a port there can be taken by any client
+    # socket's local end first (a CI run lost node 3 to "Address already in use" on 39112)
+    port = int(os.environ.get("TOUCHSTREAM_TEST_KAFKA3_PORT", "29392"))
+    k = LocalKafka(base, nodes=3, base_port=port, libs_root=JARS)
     k.start(timeout=180)
     try:
         yield k
