@@ -1,15 +1,15 @@
-"""Gap-free, in-order delivery per partition for the agents whose results depend on order.
+"""Gap-free, in-order delivery per partition for the Faust agent (process), whose results depend on order.
 
 faust-streaming can hand a stream a partition's messages with a hole: messages fetched before a
 rebalance are dropped from the queues (flow control clears them) while later ones still arrive,
 or a stall leaves the head behind. Its commit is guarded (``streams/app/offsets.py``), so nothing is
 committed past a hole, but the messages *after* it have been processed already when the hole is
-re-read. For the sink that is harmless (rows are a set). For validate and process it is not:
-process applies events in order (sessions, identity, SLA clocks), and the source-offset
-re-delivery check in the core (``streams/core/dedup.py``) relies on each raw partition being
-published in offset order.
+re-read. Process applies events in order (sessions, identity, SLA clocks), so that is not
+harmless there. (Validate and the sink used to be Faust agents too and were filtered the same
+way; they are plain aiokafka consumers now, ``streams/app/stage.py``, in order by construction,
+which the core's source-offset re-delivery check relies on.)
 
-So validate and process take each partition's messages strictly in offset order, from the
+So process takes each partition's messages strictly in offset order, from the
 committed offset on: a message past the next expected offset is released unprocessed (never
 acked, so never committed) and the partition is seeked back to the expected offset; a message
 below it was processed (and acked) already in this assignment, so it is acked again and not

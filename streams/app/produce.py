@@ -106,7 +106,7 @@ class KafkaOut:
 class BatchSender:
     """Collects records, then sends them as one batch per partition and waits for all acks.
 
-    Not shared between agents: each agent owns one, fills it, and awaits :meth:`send`.
+    Not shared between agents or stages: each owns one, fills it, and awaits :meth:`send`.
     """
 
     def __init__(self, out: KafkaOut) -> None:

@@ -29,7 +29,7 @@ import orjson
 
 from streams import metrics
 from streams.app import topics
-from streams.app.stage import Stage
+from streams.app.stage import Handler, Stage
 from streams.clickhouse.rows import SPECS, TableSpec
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def stages(rt: Runtime) -> list[Stage]:
     ]
 
 
-def _inserter(rt: Runtime, spec: TableSpec) -> Any:
+def _inserter(rt: Runtime, spec: TableSpec) -> Handler:
     async def sink_batch(records: list[Any], keep_trying: Callable[[], bool]) -> bool:
         rows = []
         for rec in records:

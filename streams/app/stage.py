@@ -21,7 +21,10 @@ Guarantees (the same as the agents had):
   again from its committed offset (aiokafka re-positions all of them on each assignment), so
   nothing is skipped and nothing is handled twice by the same owner;
 - a handler that cannot finish (ClickHouse down) polls ``keep_trying`` and gives up when the
-  worker stops or the group rebalances; its offsets stay uncommitted and are read again;
+  worker stops or the group rebalances; its offsets stay uncommitted and are read again. One
+  that keeps retrying for longer than ``max.poll.interval`` (5 min) makes aiokafka leave the
+  group, so the partitions move on; when the batch finally lands its commit is refused
+  (``touchstream_commit_failures_total``) and the new owner's re-read collapses in ClickHouse;
 - an unexpected handler error ends the process (crash-only, :mod:`streams.app.guard`).
 """
 
