@@ -118,6 +118,11 @@ def logging_config(fmt: str, level: str, secrets: Iterable[str] = ()) -> dict[st
             }
         },
         "root": {"level": level_of(level), "handlers": ["default"]},
+        # aiokafka narrates every group join, sync and assignment at INFO, for each of a worker's
+        # consumers (the Faust one and one per stateless stage): noise unless debugging. The
+        # stages log their own assignments (streams/app/stage.py).
+        "loggers": {"aiokafka": {"level": max(level_of(level), logging.WARNING)}}
+        if level_of(level) > logging.DEBUG else {},
     }
 
 

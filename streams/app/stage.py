@@ -212,3 +212,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             log.warning("stage %s: reading committed offsets failed (%r)", self.stage.name, exc)
             return
         self.stage.committed.update({tp: off for tp, off in committed.items() if off is not None})
+        log.info("stage %s assigned %s (committed %s)", self.stage.name,
+                 ",".join(f"{tp.topic}:{tp.partition}" for tp in sorted(assigned)), _committed_text(committed))
+
+
+def _committed_text(committed: dict[TopicPartition, int | None]) -> str:
+    return ",".join(f"{tp.partition}@{off}" for tp, off in sorted(committed.items()))
