@@ -131,14 +131,17 @@ class Worker:
                                      stderr=subprocess.STDOUT, start_new_session=True)
         fh.close()
 
+    def tail(self, n: int = 4000) -> str:
+        """The end of the worker's log (the work dir, and with it the log, goes with the run)."""
+        return self.log.read_bytes()[-n:].decode(errors="replace")
+
     def stop(self, kill: bool = False) -> None:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
             try:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:  # a hung shutdown is a finding: report it, then kill
-                tail = self.log.read_bytes()[-3000:].decode(errors="replace")
-                print(f"[bench] worker {self.proc.pid} ignored SIGTERM for 60 s; killing it. Log tail:\n{tail}",
+                print(f"[bench] worker {self.proc.pid} ignored SIGTERM for 60 s; killing it. Log tail:\n{self.tail()}",
                       file=sys.stderr, flush=True)
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
@@ -151,9 +154,8 @@ async def _wait(pred: Any, timeout: float, what: str, *workers: Worker) -> None:
             return
         for worker in workers:
             if worker.proc is not None and worker.proc.poll() is not None:
-                tail = worker.log.read_bytes()[-4000:].decode(errors="replace")  # the work dir goes with the run
                 raise RuntimeError(f"bench: a worker exited ({worker.proc.returncode}) while waiting for {what}; "
-                                   f"the end of its log:\n{tail}")
+                                   f"the end of its log:\n{worker.tail()}")
         await asyncio.sleep(0.2)
     raise TimeoutError(f"bench: timed out waiting for {what}")
 

@@ -104,6 +104,11 @@ def level_of(name: str) -> int:
 def logging_config(fmt: str, level: str, secrets: Iterable[str] = ()) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for the worker (mode passes it through) and the CLI."""
     formatter = {"()": JsonFormatter} if fmt == "json" else {"format": HUMAN_FORMAT}
+    root = level_of(level)
+    # aiokafka narrates every group join, sync and assignment at INFO, for each of a worker's
+    # consumers (the Faust one and one per stateless stage): noise unless debugging. The
+    # stages log their own assignments (streams/app/stage.py).
+    loggers = {} if root <= logging.DEBUG else {"aiokafka": {"level": max(root, logging.WARNING)}}
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -117,12 +122,8 @@ def logging_config(fmt: str, level: str, secrets: Iterable[str] = ()) -> dict[st
                 "filters": ["quiet", "redact"],
             }
         },
-        "root": {"level": level_of(level), "handlers": ["default"]},
-        # aiokafka narrates every group join, sync and assignment at INFO, for each of a worker's
-        # consumers (the Faust one and one per stateless stage): noise unless debugging. The
-        # stages log their own assignments (streams/app/stage.py).
-        "loggers": {"aiokafka": {"level": max(level_of(level), logging.WARNING)}}
-        if level_of(level) > logging.DEBUG else {},
+        "root": {"level": root, "handlers": ["default"]},
+        "loggers": loggers,
     }
 
 

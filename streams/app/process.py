@@ -28,7 +28,7 @@ from streams.app.gc_policy import GcPolicy
 from streams.app.guard import complete
 from streams.app.inorder import InOrder
 from streams.app.produce import BatchSender
-from streams.core.contract import from_valid_dict, parse_timestamp
+from streams.core.contract import from_valid_dict, read_timestamp
 
 if TYPE_CHECKING:
     from streams.app.runtime import Runtime
@@ -62,7 +62,7 @@ def register(rt: Runtime, table: Any) -> None:
         if out.enriched:
             now = now_ms()
             for rec in out.enriched[:: max(1, len(out.enriched) // 50)]:  # sampled: cheap and representative
-                metrics.PROCESS_LATENCY.observe(max(0.0, (now - parse_timestamp(rec["occurred_at"])) / 1000))
+                metrics.PROCESS_LATENCY.observe(max(0.0, (now - read_timestamp(rec["occurred_at"])) / 1000))
         await sender.send()
         metrics.STATE_WRITES.inc(rt.bridge.flush(sender))
         rt.bridge.persisted(await sender.send())
@@ -93,17 +93,14 @@ def register(rt: Runtime, table: Any) -> None:
         events = await in_order.take(batch)
         async with rt.lock:
             with metrics.BATCH_SECONDS.labels("process").time():
-                await process_locked(events)
-
-    async def process_locked(events: list[Any]) -> None:
-        if not rt.ready:
-            reload()
-        wall = now_ms()
-        loads, process = orjson.loads, pipeline.process
-        for ev in events:
-            process(from_valid_dict(loads(ev.value)), wall)
-        metrics.EVENTS_IN.labels(topics.VALID).inc(len(events))
-        await commit_outputs()
+                if not rt.ready:
+                    reload()
+                wall = now_ms()
+                loads, process = orjson.loads, pipeline.process
+                for ev in events:
+                    process(from_valid_dict(loads(ev.value)), wall)
+                metrics.EVENTS_IN.labels(topics.VALID).inc(len(events))
+                await commit_outputs()
 
     @app.task
     async def clock() -> None:
@@ -132,19 +129,16 @@ def register(rt: Runtime, table: Any) -> None:
     async def tick_once(at_ms: int, full: bool) -> None:
         async with rt.lock:
             with metrics.CLOCK_TICK_SECONDS.labels("full" if full else "timers").time():
-                await tick_locked(at_ms, full)
-
-    async def tick_locked(at_ms: int, full: bool) -> None:
-        if full:
-            pipeline.tick(max(at_ms, now_ms()), wall=True)
-        else:
-            pipeline.fire_timers(max(at_ms, now_ms()))
-        await commit_outputs()
-        if not full:
-            return
-        gc_policy.maybe_run()
-        metrics.OPEN_SESSIONS.set(pipeline.sessions.open_sessions())
-        metrics.OPEN_WAITS.set(pipeline.sla.open_waits())
-        oldest = pipeline.sla.oldest_wait_started()
-        metrics.OLDEST_WAIT.set(0 if oldest is None else max(0.0, (now_ms() - oldest) / 1000))
-        metrics.OPEN_ANOMALIES.set(pipeline.detector.open_incidents())
+                if full:
+                    pipeline.tick(max(at_ms, now_ms()), wall=True)
+                else:
+                    pipeline.fire_timers(max(at_ms, now_ms()))
+                await commit_outputs()
+                if not full:
+                    return
+                gc_policy.maybe_run()
+                metrics.OPEN_SESSIONS.set(pipeline.sessions.open_sessions())
+                metrics.OPEN_WAITS.set(pipeline.sla.open_waits())
+                oldest = pipeline.sla.oldest_wait_started()
+                metrics.OLDEST_WAIT.set(0 if oldest is None else max(0.0, (now_ms() - oldest) / 1000))
+                metrics.OPEN_ANOMALIES.set(pipeline.detector.open_incidents())

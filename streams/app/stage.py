@@ -161,12 +161,15 @@ class Stage:
             done = await complete(self.handle(batch, self.keep_trying), f"{self.name} batch")
         c = self.consumer
         assert c is not None
-        ends: dict[TopicPartition, int] = {}
-        firsts: dict[TopicPartition, int] = {}
+        spans: dict[tuple[str, int], list[int]] = {}  # (topic, partition) → [first offset, next offset]
         for rec in batch:
-            tp = TopicPartition(rec.topic, rec.partition)
-            firsts.setdefault(tp, rec.offset)
-            ends[tp] = rec.offset + 1
+            span = spans.get((rec.topic, rec.partition))
+            if span is None:
+                spans[(rec.topic, rec.partition)] = [rec.offset, rec.offset + 1]
+            else:
+                span[1] = rec.offset + 1
+        firsts = {TopicPartition(*key): span[0] for key, span in spans.items()}
+        ends = {TopicPartition(*key): span[1] for key, span in spans.items()}
         owned = c.assignment()
         if not done:
             for tp, first in firsts.items():

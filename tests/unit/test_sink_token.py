@@ -25,3 +25,11 @@ def test_a_batch_with_a_hole_and_its_complete_reread_differ() -> None:
     other_hole = batch(("e", 0, 100), ("e", 0, 102), ("e", 0, 103))
     tokens = {batch_token("touchpoints", b) for b in (holed, whole, other_hole)}
     assert len(tokens) == 3  # same span, same count for two of them: still three different record sets
+
+
+def test_the_sink_topics_are_those_of_the_table_specs() -> None:
+    """``topics.SINK_TOPICS`` (which names the sink's consumer groups) mirrors ``rows.SPECS``."""
+    from streams.app.topics import SINK_TOPICS
+    from streams.clickhouse.rows import SPECS
+
+    assert sorted(SINK_TOPICS) == sorted(spec.topic for spec in SPECS)
