@@ -225,8 +225,9 @@ def snapshot_funnel(
 ) -> tuple[dict[str, dict[str, tuple[int, set[str]]]], int | None, int | None]:
     """Per tenant and stage, events and distinct persons over the funnel windows still open.
 
-    Reads the total dimension of each ``{tenant}|w|{start}`` window (layout: ``streams.core.funnel``)
-    that ends after ``from_ms``; persons are unioned across windows, so they stay distinct.
+    Reads the total dimension of each segment ``{tenant}|w|{start}|{seq}`` of a window (layout:
+    ``streams.core.funnel``) that ends after ``from_ms``; events add up and persons are unioned
+    across segments and windows, so they stay distinct.
     Returns (counts, first window start, last window end); the bounds are None without windows.
     """
     counts: dict[str, dict[str, tuple[int, set[str]]]] = {}
@@ -236,7 +237,7 @@ def snapshot_funnel(
         t, tag, rest = [*key.split("|", 2), "", ""][:3]
         if tag != "w" or not isinstance(win, dict) or (tenant is not None and t != tenant):
             continue
-        start = int(rest)
+        start = int(rest.split("|", 1)[0])
         if from_ms is not None and start + window_ms <= from_ms:
             continue
         first = start if first is None else min(first, start)

@@ -37,12 +37,20 @@ tenant, so there is a single writer per tenant). An event whose window has alrea
 *late*: it is not added (a closed window's rows were already published and must not change) and
 ``observe`` returns False so the shell can count it.
 
-State (all JSON-able, through the Store):
+State (all JSON-able, through the Store), written as append-only segments, like the dedup window:
 
-* ``{tenant}|w|{window_start}`` → ``{"c": [sorted campaign names admitted], "d": {dim: {stage:
-  [events, [sorted person ids]]}}}`` with ``dim`` = ``json.dumps([channel, campaign])``. Sorted
-  lists (not sets) keep the value JSON-able and its serialisation deterministic.
+* ``{tenant}|w|{window_start}|{seq}`` → what one batch added to the window: ``{"c": [campaign
+  names it admitted], "d": {dim: {stage: [events added, [persons new to the window]]}}}`` with
+  ``dim`` = ``json.dumps([channel, campaign])``.
 * ``{tenant}|c`` → the tenant's closed-up-to boundary (every window starting before it closed).
+
+Why segments: a window of a busy tenant holds every distinct person of a minute per dimension
+and stage (megabytes at a few thousand events/s). Rewriting it whole after every batch made the
+changelog traffic grow with the window, most of the worker's produced bytes. A segment holds only
+its batch's increments; :meth:`FunnelAggregator.seal` (after each batch) starts new ones. Merging
+segments is commutative (events add, person sets unite), so recovery needs no order, and a window
+written whole by an earlier version (``{tenant}|w|{window_start}``, same shape) merges the same way.
+The merged windows live in memory only, with sets, rebuilt from the segments on recovery.
 
 Memory is bounded per window by ``max_campaigns_per_tenant_window``: campaign names beyond it
 fold into ``"__other__"``, so a tenant with thousands of campaigns cannot blow up state.
@@ -96,24 +104,65 @@ def dim_sort_key(dim: Dim) -> tuple[int, str, str]:
     return level, channel or "", campaign or ""
 
 
+Window = dict[str, Any]  # {"c": sorted admitted campaigns, "d": {dim: {stage: [events, set of persons]}}}
+
+
 class FunnelAggregator:
-    __slots__ = ("_open", "_store", "config")
+    __slots__ = ("_fill", "_open", "_segments", "_seq", "_store", "_windows", "config")
 
     def __init__(self, store: Store, config: FunnelConfig | None = None) -> None:
         self._store = store
         self.config = config or FunnelConfig()
-        # tenant -> sorted open window starts; an index over the store, rebuilt from it.
-        self._open: dict[str, list[int]] = {}
+        # Indexes over the store, rebuilt from it:
+        self._open: dict[str, list[int]] = {}  # tenant -> sorted open window starts
+        self._windows: dict[tuple[str, int], Window] = {}  # (tenant, start) -> merged window
+        self._segments: dict[tuple[str, int], list[str]] = {}  # (tenant, start) -> its segment keys
+        self._fill: dict[tuple[str, int], str] = {}  # (tenant, start) -> segment key of this batch
+        self._seq = 0
         self.rebuild()
 
     # --- recovery ---
     def rebuild(self) -> None:
-        """Re-derive the open-window index after the store was reloaded from a changelog."""
+        """Re-derive the merged windows after the store was reloaded from a changelog.
+
+        A segment of a window the tenant already closed is a leftover (a previous owner wrote it
+        after this state was read, while losing the partition); it is dropped, not reopened, so
+        a closed window is never published twice.
+        """
         self._open.clear()
-        for key, _ in self._store.items():
+        self._windows.clear()
+        self._segments.clear()
+        self._fill.clear()
+        stale: list[str] = []
+        for key, seg in self._store.items():
             tenant, tag, rest = [*key.split("|", 2), "", ""][:3]
-            if tag == "w":
-                bisect.insort(self._open.setdefault(tenant, []), int(rest))
+            if tag != "w":
+                continue
+            start_s, _, seq_s = rest.partition("|")
+            start = int(start_s)
+            if seq_s:
+                self._seq = max(self._seq, int(seq_s) + 1)
+            closed = self._store.get(f"{tenant}|c")
+            if closed is not None and start < closed:
+                stale.append(key)
+                continue
+            win = self._window(tenant, start)
+            self._segments[(tenant, start)].append(key)
+            _merge(win, seg)
+        for key in stale:
+            self._store.delete(key)
+
+    def _window(self, tenant_id: str, start: int) -> Window:
+        win = self._windows.get((tenant_id, start))
+        if win is None:
+            win = self._windows[(tenant_id, start)] = {"c": [], "d": {}}
+            self._segments[(tenant_id, start)] = []
+            bisect.insort(self._open.setdefault(tenant_id, []), start)
+        return win
+
+    def seal(self) -> None:
+        """End of a batch (its state persisted): later increments go to new segments."""
+        self._fill.clear()
 
     # --- event path ---
     def observe(
@@ -127,27 +176,36 @@ class FunnelAggregator:
         closed = self._store.get(f"{tenant_id}|c")
         if closed is not None and start < closed:
             return False
-        key = f"{tenant_id}|w|{start}"
-        win = self._store.get(key)
-        if win is None:
-            win = {"c": [], "d": {}}
-            bisect.insort(self._open.setdefault(tenant_id, []), start)
-        campaign = self._admit_campaign(win, campaign or None)
+        win = self._window(tenant_id, start)
+        seg_key = self._fill.get((tenant_id, start))
+        if seg_key is None:
+            seg_key = self._fill[(tenant_id, start)] = f"{tenant_id}|w|{start}|{self._seq}"
+            self._seq += 1
+            self._segments[(tenant_id, start)].append(seg_key)
+            seg: dict[str, Any] = {"c": [], "d": {}}
+        else:
+            seg = self._store.get(seg_key)
+        campaign = self._admit_campaign(win, seg, campaign or None)
         dims: list[Dim] = [(None, None), (channel, None)]
         if campaign is not None:
             dims += [(None, campaign), (channel, campaign)]
-        d = win["d"]
+        d, sd = win["d"], seg["d"]
         for dim in dims:
-            cell = d.setdefault(dim_key(*dim), {}).setdefault(stage, [0, []])
+            dk = dim_key(*dim)
+            cell = d.setdefault(dk, {}).get(stage)
+            if cell is None:
+                cell = d[dk][stage] = [0, set()]
+            scell = sd.setdefault(dk, {}).setdefault(stage, [0, []])
             cell[0] += 1
+            scell[0] += 1
             persons = cell[1]
-            i = bisect.bisect_left(persons, person_id)
-            if i == len(persons) or persons[i] != person_id:
-                persons.insert(i, person_id)
-        self._store.put(key, win)
+            if person_id not in persons:
+                persons.add(person_id)
+                scell[1].append(person_id)
+        self._store.put(seg_key, seg)
         return True
 
-    def _admit_campaign(self, win: dict[str, Any], campaign: str | None) -> str | None:
+    def _admit_campaign(self, win: Window, seg: dict[str, Any], campaign: str | None) -> str | None:
         if campaign is None:
             return None
         names: list[str] = win["c"]
@@ -157,6 +215,7 @@ class FunnelAggregator:
         if len(names) >= self.config.max_campaigns_per_tenant_window:
             return OTHER_CAMPAIGN
         names.insert(i, campaign)
+        seg["c"].append(campaign)
         return campaign
 
     # --- time path ---
@@ -194,9 +253,10 @@ class FunnelAggregator:
         return rows
 
     def _close(self, tenant_id: str, start: int) -> list[dict[str, Any]]:
-        key = f"{tenant_id}|w|{start}"
-        win = self._store.get(key)
-        self._store.delete(key)
+        win = self._windows.pop((tenant_id, start), None)
+        for seg_key in self._segments.pop((tenant_id, start), ()):
+            self._store.delete(seg_key)
+        self._fill.pop((tenant_id, start), None)
         if win is None:
             return []
         w = self.config.window_ms
@@ -228,14 +288,14 @@ class FunnelAggregator:
                 )
         return rows
 
-    def _reached(self, tenant_id: str, start: int, win: dict[str, Any]) -> list[set[str]]:
+    def _reached(self, tenant_id: str, start: int, win: Window) -> list[set[str]]:
         """Per stage: persons of the tenant who reached it in this window or the lookahead windows
-        (the total dimension holds every person; lookahead windows are still open in the store)."""
+        (the total dimension holds every person; lookahead windows are still open)."""
         total = dim_key(None, None)
         w = self.config.window_ms
         wins = [win]
         for k in range(1, self.config.conversion_lookahead_windows + 1):
-            nxt = self._store.get(f"{tenant_id}|w|{start + k * w}")
+            nxt = self._windows.get((tenant_id, start + k * w))
             if nxt is not None:
                 wins.append(nxt)
         out: list[set[str]] = [set()]  # (nobody converts *into* the first stage)
@@ -250,3 +310,21 @@ class FunnelAggregator:
 
     def open_windows(self, tenant_id: str) -> list[int]:
         return list(self._open.get(tenant_id, ()))
+
+
+def _merge(win: Window, seg: dict[str, Any]) -> None:
+    """Add one persisted segment (or a whole window of the earlier layout) to a merged window."""
+    names: list[str] = win["c"]
+    for campaign in seg.get("c") or ():
+        i = bisect.bisect_left(names, campaign)
+        if i == len(names) or names[i] != campaign:
+            names.insert(i, campaign)
+    d = win["d"]
+    for dk, stages in (seg.get("d") or {}).items():
+        cells = d.setdefault(dk, {})
+        for stage, (events, persons) in stages.items():
+            cell = cells.get(stage)
+            if cell is None:
+                cell = cells[stage] = [0, set()]
+            cell[0] += int(events)
+            cell[1].update(persons)

@@ -257,8 +257,9 @@ class Pipeline:
             )
 
     def end_batch(self) -> None:
-        """Called by the shell after it persisted a batch's state (keeps dedup segments immutable)."""
+        """Called by the shell after it persisted a batch's state (keeps written segments immutable)."""
         self.dedup.seal()
+        self.funnel.seal()
 
     def close_all(self, now_ms: int) -> None:
         """End of offline input: close every session and window so nothing stays pending."""

@@ -97,21 +97,76 @@ def test_campaign_overflow_folds_into_other_per_window() -> None:
     assert rows[(T0 + W, None, "c3", "click")] == (1, 1)
 
 
-def test_state_is_json_persisted_per_window_and_rebuild_restores_it() -> None:
+def restored_copy(store: MemoryStore) -> FunnelAggregator:
+    """What a successor rebuilds from the changelog (values through JSON, as persisted)."""
+    copy = MemoryStore()
+    for k, v in store.items():
+        copy.load(k, json.loads(json.dumps(v)))
+    return FunnelAggregator(copy)
+
+
+def test_state_is_json_persisted_as_one_segment_per_window_and_batch_and_rebuild_restores_it() -> None:
     store = MemoryStore()
     f = FunnelAggregator(store)
     for i in range(5):
         f.observe("tx", f"p{i % 3}", "visit", "web", "spring", T0 + i)
     f.observe("tx", "p9", "lead", "web", "spring", T0 + W)
     dirty = dict(store.drain_dirty())
-    assert set(dirty) == {f"tx|w|{T0}", f"tx|w|{T0 + W}"}  # one key per open window
-    copy = MemoryStore()
-    for k, v in store.items():
-        copy.load(k, json.loads(json.dumps(v)))
-    restored = FunnelAggregator(copy)
+    assert set(dirty) == {f"tx|w|{T0}|0", f"tx|w|{T0 + W}|1"}  # one segment per open window
+    total = dirty[f"tx|w|{T0}|0"]["d"]['[null,null]']["visit"]
+    assert total == [5, ["p0", "p1", "p2"]]
+    f.seal()
+    f.observe("tx", "p1", "visit", "web", "spring", T0 + 9)  # next batch: a new segment, increments only
+    dirty = dict(store.drain_dirty())
+    assert set(dirty) == {f"tx|w|{T0}|2"}
+    assert dirty[f"tx|w|{T0}|2"]["d"]['[null,null]']["visit"] == [1, []]
+    assert dirty[f"tx|w|{T0}|2"]["c"] == []
+    restored = restored_copy(store)
     assert restored.open_windows("tx") == [T0, T0 + W]
     assert restored.advance("tx", T0 + 5 * W) == f.advance("tx", T0 + 5 * W)
-    assert not any(k.startswith("w|") for k, _ in store.items())  # closed windows are deleted
+    assert not any("|w|" in k for k, _ in store.items())  # closed windows are deleted, every segment
+
+
+def test_a_batch_writes_what_it_added_not_the_whole_window() -> None:
+    """The changelog cost of a batch must not grow with the window (it once rewrote all of it)."""
+    store = MemoryStore()
+    f = FunnelAggregator(store)
+    for i in range(20_000):
+        f.observe("t", f"p{i:06d}", "visit", "web", "spring", T0 + i % W)
+    store.drain_dirty()
+    f.seal()
+    f.observe("t", "p999999", "visit", "web", "spring", T0 + 5)
+    ((_, value),) = store.drain_dirty()
+    assert len(json.dumps(value)) < 300
+
+
+def test_a_window_of_the_earlier_whole_window_layout_merges_with_new_segments() -> None:
+    store = MemoryStore()
+    store.load(f"t|w|{T0}", {"c": ["spring"], "d": {'[null,null]': {"visit": [2, ["a", "b"]]},
+                                                     '[null,"spring"]': {"visit": [2, ["a", "b"]]}}})
+    f = FunnelAggregator(store)
+    f.observe("t", "b", "visit", "web", "spring", T0 + 1)
+    f.observe("t", "c", "visit", "web", "spring", T0 + 2)
+    rows = table(f.advance("t", T0 + W))
+    assert rows[(T0, None, None, "visit")] == (4, 3)
+    assert rows[(T0, None, "spring", "visit")] == (4, 3)
+    assert rows[(T0, "web", "spring", "visit")] == (2, 2)
+    assert not any("|w|" in k for k, _ in store.items())
+
+
+def test_a_leftover_segment_of_a_closed_window_is_dropped_not_published_again() -> None:
+    store = MemoryStore()
+    f = FunnelAggregator(store)
+    f.observe("t", "a", "visit", "web", None, T0 + 1)
+    assert f.advance("t", T0 + W)
+    # a previous owner finished a batch into the closed window after our state was read
+    store.load(f"t|w|{T0}|99", {"c": [], "d": {'[null,null]': {"visit": [1, ["z"]]}}})
+    restored = FunnelAggregator(store)
+    assert restored.open_windows("t") == []
+    assert restored.advance("t", T0 + 3 * W) == []
+    assert f"t|w|{T0}|99" not in store
+    assert restored.observe("t", "b", "visit", "web", None, T0 + 3 * W + 1)  # and its seq is not reused
+    assert any(k.endswith("|100") for k, _ in store.items())
 
 
 def test_close_all_closes_every_tenant_and_later_events_are_late() -> None:
@@ -186,3 +241,45 @@ def test_matches_a_naive_model_with_lateness_and_overflow(events: list[tuple]) -
     for a, b in pairwise(rows):
         if all(a[k] == b[k] for k in ("window_start", "channel", "campaign")):
             assert STAGE_INDEX[a["stage"]] < STAGE_INDEX[b["stage"]]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 3 * W),  # event time offset
+            st.sampled_from(["p1", "p2", "p3", "p4"]),
+            st.sampled_from(list(STAGES)),
+            st.sampled_from(["web", "ads"]),
+            st.sampled_from([None, "c1", "c2", "c3"]),
+            st.sampled_from(["event", "seal", "restore", "advance"]),
+        ),
+        max_size=60,
+    )
+)
+def test_sealing_and_restoring_anywhere_gives_the_rows_of_an_uninterrupted_run(ops: list[tuple]) -> None:
+    """Segments merged after a restart (at any batch boundary) equal the state that never stopped."""
+    config = FunnelConfig(max_campaigns_per_tenant_window=2)
+    plain = FunnelAggregator(MemoryStore(), config)
+    store = MemoryStore()
+    live = FunnelAggregator(store, config)
+    rows_plain: list[dict] = []
+    rows_live: list[dict] = []
+    for offset, person, stage, channel, campaign, op in ops:
+        if op == "event":
+            assert plain.observe("t", person, stage, channel, campaign, T0 + offset) == \
+                live.observe("t", person, stage, channel, campaign, T0 + offset)
+        elif op == "seal":
+            live.seal()
+        elif op == "restore":
+            live.seal()  # a restart happens after a persisted batch
+            copy = MemoryStore()
+            for k, v in store.items():
+                copy.load(k, json.loads(json.dumps(v)))
+            store, live = copy, FunnelAggregator(copy, config)
+        else:
+            rows_plain += plain.advance("t", T0 + offset)
+            rows_live += live.advance("t", T0 + offset)
+    rows_plain += plain.close_all()
+    rows_live += live.close_all()
+    assert rows_live == rows_plain
