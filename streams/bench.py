@@ -15,6 +15,7 @@ Prints one table; ``--json FILE`` writes the same figures.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -30,12 +31,15 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from streams.app import topics
 from streams.core.contract import parse_timestamp
 from streams.kafka_admin import describe, ensure_topics
 from streams.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def synthetic_events(n: int, start_ms: int, seed: int = 1) -> Iterator[dict[str, Any]]:
@@ -150,8 +154,11 @@ class Worker:
 async def _wait(pred: Any, timeout: float, what: str, *workers: Worker) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if await pred():
-            return
+        try:
+            if await pred():
+                return
+        except (TimeoutError, KafkaError) as exc:  # a busy broker answers an admin query late: ask again
+            log.info("bench: %s not known yet (%r)", what, exc)
         for worker in workers:
             if worker.proc is not None and worker.proc.poll() is not None:
                 raise RuntimeError(f"bench: a worker exited ({worker.proc.returncode}) while waiting for {what}; "
