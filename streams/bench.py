@@ -36,7 +36,7 @@ from aiokafka.structs import TopicPartition
 
 from streams.app import topics
 from streams.core.contract import parse_timestamp
-from streams.kafka_admin import describe, ensure_topics
+from streams.kafka_admin import delete_topics_with_prefix, describe, ensure_topics
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,35 @@ class BenchConfig:
     phases: tuple[str, ...] = PHASES
 
 
+#: Topic name prefixes of this process's runs (their topics and the workers' internal ones),
+#: deleted when the bench ends: every run makes ~16 topics, and a local broker kept them all.
+_RUNS: list[str] = []
+
+
+def _new_run(kind: str) -> tuple[str, str]:
+    """A fresh topic prefix and app id for one phase, remembered for clean-up."""
+    prefix, app_id = f"{kind}{uuid.uuid4().hex[:6]}.", f"{kind}-{uuid.uuid4().hex[:6]}"
+    _RUNS.extend((prefix, app_id + "-"))
+    return prefix, app_id
+
+
+async def _drop_runs(s: Settings) -> None:
+    try:
+        gone = await delete_topics_with_prefix(s.bootstrap, _RUNS, s)
+        log.info("bench: deleted %d topics of its runs", len(gone))
+    except Exception as exc:  # clean-up must not hide the figures
+        print(f"[bench] could not delete the run topics ({exc!r})", file=sys.stderr)
+    _RUNS.clear()
+
+
 async def run_bench(s: Settings, cfg: BenchConfig, work: Path) -> dict[str, Any]:
+    try:
+        return await _run_phases(s, cfg, work)
+    finally:
+        await _drop_runs(s)
+
+
+async def _run_phases(s: Settings, cfg: BenchConfig, work: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"partitions": cfg.partitions, "phases": list(cfg.phases)}
     if "pipeline" in cfg.phases:
         result.update(await pipeline_phase(s, cfg.events, cfg.partitions, cfg.rate, work, cfg.workers))
@@ -260,8 +288,7 @@ def _pipeline_workers(s: Settings, prefix: str, app_id: str, partitions: int, wo
 
 async def pipeline_phase(s: Settings, events: int, partitions: int, rate: float, work: Path,
                          workers: int = 1) -> dict[str, Any]:
-    prefix = f"bench{uuid.uuid4().hex[:6]}."
-    app_id = f"bench-{uuid.uuid4().hex[:6]}"
+    prefix, app_id = _new_run("bench")
     group = {t: topics.consumer_group(app_id, t) for t in (topics.RAW, topics.VALID, topics.ENRICHED)}
     raw = prefix + topics.RAW
     await ensure_topics(s.bootstrap, [prefix + t for t in topics.ALL], partitions, s.replication, s)
@@ -373,8 +400,7 @@ async def _latencies(bootstrap: str, prefix: str, ids: set[str]) -> list[float]:
 
 
 async def _recovery(s: Settings, persons: int, partitions: int, work: Path) -> dict[str, Any]:
-    prefix = f"rec{uuid.uuid4().hex[:6]}."
-    app_id = f"rec-{uuid.uuid4().hex[:6]}"
+    prefix, app_id = _new_run("rec")
     await ensure_topics(s.bootstrap, [prefix + t for t in topics.ALL], partitions, s.replication, s)
     raw = prefix + topics.RAW
     base = "2026-01-01T00:00:00Z"
@@ -416,8 +442,7 @@ async def sla_timers(s: Settings, conversations: int, partitions: int, work: Pat
     all still open when the first deadline comes (first-reply target ``target_s``). Lateness of a
     breach = Kafka append time of its ``sla.events`` record − its due time (what a pager sees,
     before notifier delivery)."""
-    prefix = f"sla{uuid.uuid4().hex[:6]}."
-    app_id = f"sla-{uuid.uuid4().hex[:6]}"
+    prefix, app_id = _new_run("sla")
     await ensure_topics(s.bootstrap, [prefix + t for t in topics.ALL], partitions, s.replication, s)
     env = _worker_env(s, prefix, app_id, work / "sla", partitions)
     w = Worker(env, work / "sla.log")

@@ -45,6 +45,20 @@ async def _with_admin(bootstrap: str, settings: Settings | None, fn: Any, timeou
         await admin.close()
 
 
+async def delete_topics_with_prefix(bootstrap: str, prefixes: Iterable[str], settings: Settings | None = None,
+                                   timeout: float = 30.0) -> list[str]:
+    """Delete every topic whose name starts with one of ``prefixes``; returns the names deleted."""
+    wanted = tuple(prefixes)
+
+    async def go(admin: AIOKafkaAdminClient) -> list[str]:
+        names = sorted(t for t in await admin.list_topics() if wanted and t.startswith(wanted))
+        if names:
+            await admin.delete_topics(names)
+        return names
+
+    return list(await _with_admin(bootstrap, settings, go, timeout))
+
+
 def cluster_brokers(bootstrap: str, timeout: float = 5.0, settings: Settings | None = None) -> int:
     async def go(admin: AIOKafkaAdminClient) -> int:
         return len((await admin.describe_cluster())["brokers"])
