@@ -82,7 +82,12 @@ def register(rt: Runtime, table: Any) -> None:
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
-        rt.ready = False
+        """Faust has waited for the batch in flight (its events acked); the clock tick is not an
+        event, so wait for a tick in flight here. Otherwise its state writes (closed windows and
+        sessions) could land after the partition's next owner read the changelog, and that owner
+        would never know them (append-only dedup and funnel segments would count twice later)."""
+        async with rt.lock:
+            rt.ready = False
 
     @app.agent(rt.topics[topics.VALID], name="process")
     async def process_agent(stream):  # type: ignore[no-untyped-def]
