@@ -349,10 +349,11 @@ async def pipeline_phase(s: Settings, events: int, partitions: int, rate: float,
         result["latency_offered_events_per_s"] = rate
         result["latency_p50_ms"] = round(lats[len(lats) // 2], 1) if lats else None
         result["latency_p99_ms"] = round(lats[int(len(lats) * 0.99)], 1) if lats else None
-        rss = [_rss_peak_mb(w.proc.pid) for w in ws if w.proc]
-        result["peak_rss_mb"] = round(max(rss), 1) if rss else None
-        if len(rss) > 1:
-            result["peak_rss_mb_all_workers"] = round(sum(rss), 1)
+        rss = {w.log.stem: _rss_peak_mb(w.proc.pid) for w in ws if w.proc}
+        result["peak_rss_mb"] = round(max(rss.values()), 1) if rss else None
+        if len(rss) > 1:  # per role: which side holds the memory
+            result["peak_rss_mb_all_workers"] = round(sum(rss.values()), 1)
+            result.update({f"peak_rss_mb_{name.replace('-', '_')}": round(mb, 1) for name, mb in rss.items()})
         _progress(result)
     finally:
         for w in ws:
