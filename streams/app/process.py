@@ -84,8 +84,8 @@ def register(rt: Runtime, table: Any) -> None:
     async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
         """Faust has waited for the batch in flight (its events acked); the clock tick is not an
         event, so wait for a tick in flight here. Otherwise its state writes (closed windows and
-        sessions) could land after the partition's next owner read the changelog, and that owner
-        would never know them (append-only dedup and funnel segments would count twice later)."""
+        sessions) could land after the partition's next owner read the changelog, unknown to that
+        owner (a funnel segment written so would be merged at a later recovery and count twice)."""
         async with rt.lock:
             rt.ready = False
 
