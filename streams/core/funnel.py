@@ -117,7 +117,8 @@ class FunnelAggregator:
         self._open: dict[str, list[int]] = {}  # tenant -> sorted open window starts
         self._windows: dict[tuple[str, int], Window] = {}  # (tenant, start) -> merged window
         self._segments: dict[tuple[str, int], list[str]] = {}  # (tenant, start) -> its segment keys
-        self._fill: dict[tuple[str, int], str] = {}  # (tenant, start) -> segment key of this batch
+        # (tenant, start) -> key and value of the segment this batch fills
+        self._fill: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
         self._seq = 0
         self.rebuild()
 
@@ -177,14 +178,13 @@ class FunnelAggregator:
         if closed is not None and start < closed:
             return False
         win = self._window(tenant_id, start)
-        seg_key = self._fill.get((tenant_id, start))
-        if seg_key is None:
-            seg_key = self._fill[(tenant_id, start)] = f"{tenant_id}|w|{start}|{self._seq}"
+        filling = self._fill.get((tenant_id, start))
+        if filling is None:
+            seg_key = f"{tenant_id}|w|{start}|{self._seq}"
             self._seq += 1
             self._segments[(tenant_id, start)].append(seg_key)
-            seg: dict[str, Any] = {"c": [], "d": {}}
-        else:
-            seg = self._store.get(seg_key)
+            filling = self._fill[(tenant_id, start)] = (seg_key, {"c": [], "d": {}})
+        seg_key, seg = filling
         campaign = self._admit_campaign(win, seg, campaign or None)
         dims: list[Dim] = [(None, None), (channel, None)]
         if campaign is not None:

@@ -6,36 +6,28 @@ import asyncio
 import uuid
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.kafka_admin import delete_topics_with_prefix, ensure_topics
 from tests.conftest import wait_until
+from tests.kafka_util import topic_counts
 
 pytestmark = [pytest.mark.integration]
 
 
-def topic_names(bootstrap: str) -> set[str]:
-    async def go() -> set[str]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            return set(await admin.list_topics())
-        finally:
-            await admin.close()
-
-    return asyncio.run(go())
-
-
 def test_deletes_exactly_the_topics_with_the_given_prefixes(kafka_bootstrap: str) -> None:
-    run = uuid.uuid4().hex[:6]
-    doomed = [f"run{run}.a", f"run{run}.b", f"app{run}-state-changelog"]
-    kept = [f"run{run}x.other", f"keep{run}.a"]  # a prefix of a prefix is not a match
-    asyncio.run(ensure_topics(kafka_bootstrap, doomed + kept, 2, 1, None))
-    assert set(doomed + kept) <= topic_names(kafka_bootstrap)
+    base = f"adm{uuid.uuid4().hex[:6]}-"
 
-    gone = asyncio.run(delete_topics_with_prefix(kafka_bootstrap, [f"run{run}.", f"app{run}-"]))
+    def names() -> set[str]:
+        return set(topic_counts(kafka_bootstrap, prefix=base)["topics"])
+
+    doomed = [f"{base}run.a", f"{base}run.b", f"{base}app-state-changelog"]
+    kept = [f"{base}runx.other", f"{base}keep.a"]  # a prefix of a prefix is not a match
+    asyncio.run(ensure_topics(kafka_bootstrap, doomed + kept, 2, 1, None))
+    wait_until(lambda: set(doomed + kept) <= names(), 30, what="topics created")
+
+    gone = asyncio.run(delete_topics_with_prefix(kafka_bootstrap, [f"{base}run.", f"{base}app-"]))
 
     assert sorted(gone) == sorted(doomed)
-    wait_until(lambda: not set(doomed) & topic_names(kafka_bootstrap), 30, what="topics deleted")
-    assert set(kept) <= topic_names(kafka_bootstrap)
+    wait_until(lambda: not set(doomed) & names(), 30, what="topics deleted")
+    assert set(kept) <= names()
     assert asyncio.run(delete_topics_with_prefix(kafka_bootstrap, [])) == []  # no prefix: nothing, not everything

@@ -97,12 +97,16 @@ def test_campaign_overflow_folds_into_other_per_window() -> None:
     assert rows[(T0 + W, None, "c3", "click")] == (1, 1)
 
 
-def restored_copy(store: MemoryStore) -> FunnelAggregator:
-    """What a successor rebuilds from the changelog (values through JSON, as persisted)."""
+def persisted_copy(store: MemoryStore) -> MemoryStore:
+    """What a successor reads from the changelog (values through JSON, as persisted)."""
     copy = MemoryStore()
     for k, v in store.items():
         copy.load(k, json.loads(json.dumps(v)))
-    return FunnelAggregator(copy)
+    return copy
+
+
+def restored_copy(store: MemoryStore) -> FunnelAggregator:
+    return FunnelAggregator(persisted_copy(store))
 
 
 def test_state_is_json_persisted_as_one_segment_per_window_and_batch_and_rebuild_restores_it() -> None:
@@ -273,10 +277,8 @@ def test_sealing_and_restoring_anywhere_gives_the_rows_of_an_uninterrupted_run(o
             live.seal()
         elif op == "restore":
             live.seal()  # a restart happens after a persisted batch
-            copy = MemoryStore()
-            for k, v in store.items():
-                copy.load(k, json.loads(json.dumps(v)))
-            store, live = copy, FunnelAggregator(copy, config)
+            store = persisted_copy(store)
+            live = FunnelAggregator(store, config)
         else:
             rows_plain += plain.advance("t", T0 + offset)
             rows_live += live.advance("t", T0 + offset)
