@@ -10,6 +10,11 @@ DLQ = Counter("touchstream_dlq_total", "Messages dead-lettered, by reason", ["re
 DUPLICATES = Counter("touchstream_duplicates_total", "Events dropped as duplicate event_id within the window")
 LATE = Counter("touchstream_late_events_total", "Events later than the allowed lateness, by consumer", ["kind"])
 STATE_WRITES = Counter("touchstream_state_changelog_writes_total", "Keys written to the state changelog")
+STATE_RESTORED = Counter("touchstream_state_restored_records_total", "Changelog records read by bulk restores")
+STATE_RESTORE_SECONDS = Histogram(
+    "touchstream_state_restore_seconds", "Duration of a bulk restore of newly assigned state partitions",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
 PROCESS_LATENCY = Histogram(
     "touchstream_event_latency_seconds",
     "occurred_at → enriched produced (event time lag, includes producer-side delay)",

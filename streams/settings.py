@@ -23,7 +23,8 @@ The embedded ClickHouse engine is single-process: several workers on it run
 | TOUCHSTREAM_PARTITIONS | 4 | partitions of the pipeline topics (created by the worker) |
 | TOUCHSTREAM_REPLICATION | 1 | replication factor of the pipeline topics (3 on a cluster) |
 | TOUCHSTREAM_GROUP_SESSION_TIMEOUT_S | 15 | a crashed worker's partitions move after this (Faust default: 60) |
-| TOUCHSTREAM_STORE | memory:// | Faust table store; ``rocksdb://`` for large state (needs rocksdict) |
+| TOUCHSTREAM_STORE | memory:// | table store: ``memory://`` (bulk restore, app/replaystore.py), ``rocksdb://`` |
+| TOUCHSTREAM_STANDBY_REPLICAS | 1 | warm copies of each state partition on other workers (``table_standby_replicas``) |
 | TOUCHSTREAM_MAX_MESSAGE_BYTES | 262144 | larger raw messages are dead-lettered as ``oversized`` |
 | TOUCHSTREAM_MAX_FUTURE_S | 900 | events further in the future than this (vs wall clock) are dead-lettered |
 | TOUCHSTREAM_DEDUP_WINDOW_S | 900 | duplicate ``event_id`` within this event-time window are dropped |
@@ -96,6 +97,7 @@ class Settings:
     partitions: int
     replication: int
     store: str
+    standby_replicas: int
     group_session_timeout_s: float
     max_message_bytes: int
     max_future_ms: int
@@ -139,6 +141,7 @@ class Settings:
             partitions=_int(env, "TOUCHSTREAM_PARTITIONS", 4),
             replication=_int(env, "TOUCHSTREAM_REPLICATION", 1),
             store=env.get("TOUCHSTREAM_STORE") or "memory://",
+            standby_replicas=_int(env, "TOUCHSTREAM_STANDBY_REPLICAS", 1),
             group_session_timeout_s=_float(env, "TOUCHSTREAM_GROUP_SESSION_TIMEOUT_S", 15.0),
             max_message_bytes=_int(env, "TOUCHSTREAM_MAX_MESSAGE_BYTES", 262_144),
             max_future_ms=_int(env, "TOUCHSTREAM_MAX_FUTURE_S", 900) * 1000,

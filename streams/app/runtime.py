@@ -16,7 +16,7 @@ from typing import Any
 import faust
 import orjson
 
-from streams.app import topics
+from streams.app import replaystore, topics
 from streams.app.delivery import patch_delivery
 from streams.app.offsets import patch_consumer
 from streams.app.produce import BatchSender, KafkaOut
@@ -104,10 +104,12 @@ def build(settings: Settings, *, web: bool = True) -> Runtime:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     patch_consumer()  # before the app creates its consumer
     patch_delivery()
+    replaystore.register()
     app = faust.App(
         settings.app_id if settings.role != "sink" else f"{settings.app_id}-sink",
         broker=",".join(f"kafka://{b}" for b in settings.bootstrap.split(",")),
-        store=settings.store,
+        store=replaystore.table_store_url(settings.store),
+        table_standby_replicas=settings.standby_replicas,
         datadir=str(settings.state_dir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
@@ -146,6 +148,8 @@ def build(settings: Settings, *, web: bool = True) -> Runtime:
         if processing
         else None
     )
+    if table is not None and isinstance(table.data, replaystore.ReplayStore):
+        table.data.settings = settings  # its bulk changelog reader connects like every other client
     pipeline = Pipeline(pipeline_config(settings))
     bridge = StateBridge(table, pipeline.stores, settings.partitions)
     ch = ClickHouse(settings.clickhouse_url, settings.clickhouse_database)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from types import SimpleNamespace
 from typing import Any
 
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams.app.statestore import SEP, WAL, StateBridge, partition_for
+from streams.app.statestore import SEP, WAL, StateBridge, partition_for, right_sized
 from streams.core.state import MemoryStore
 
 
@@ -121,3 +122,22 @@ def test_large_batches_split_the_delta_and_an_incomplete_delta_is_ignored(monkey
     fresh = stores()
     StateBridge(cut, fresh, partitions=1).reload([0])
     assert {v for _, v in fresh["a"].items()} == {"v1"}
+
+
+def test_values_the_table_keeps_cost_their_size_not_the_serializers_buffer() -> None:
+    """orjson hands back its whole write buffer (~4 KB for a 300-byte value); the table keeps one
+    value per state key for the worker's lifetime, so each is kept as a right-sized copy."""
+    table, st = ChangelogTable(), stores()
+    bridge = StateBridge(table, st, partitions=4)
+    for i in range(2000):
+        st["a"].put(f"acme|k{i}", {"text": "x" * 200, "i": i})
+    tracemalloc.start()
+    try:
+        bridge.flush(table)
+        table.data = table.replay(len(table.log))  # what a memory store holds: the values as flushed
+        kept, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    payload = sum(len(v) for _, _, v in table.log if v is not None)  # delta record + key records
+    assert kept < 2 * payload, (kept, payload)
+    assert right_sized(b'{"a":1}') == b'{"a":1}'
