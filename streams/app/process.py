@@ -133,6 +133,8 @@ def register(rt: Runtime, table: Any) -> None:
 
     async def tick_once(at_ms: int, full: bool) -> None:
         async with rt.lock:
+            if not rt.ready:  # revoked while this tick waited for the lock: the state is no longer ours
+                return
             with metrics.CLOCK_TICK_SECONDS.labels("full" if full else "timers").time():
                 if full:
                     pipeline.tick(max(at_ms, now_ms()), wall=True)
