@@ -132,6 +132,17 @@ def start_worker(env: dict[str, str], log: Path, workers: list[WorkerProc], time
     return w
 
 
+def worker_ready(env: dict[str, str]) -> bool:
+    """The worker's ``/ready`` answers 200: started, state recovered, ClickHouse reachable."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{env['TOUCHSTREAM_WEB_PORT']}/ready", timeout=5) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
 def wait_until(pred, timeout: float, interval: float = 0.25, what: str = "condition",  # type: ignore[no-untyped-def]
                explain=None):
     deadline = time.monotonic() + timeout

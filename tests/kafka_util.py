@@ -89,3 +89,23 @@ def read_all(bootstrap: str, topic: str, timeout: float = 10.0) -> list[tuple[by
 def stage_lag(bootstrap: str, app_id: str, prefix: str, topic: str, role: str = "all") -> int | None:
     """Lag of ``prefix + topic`` in the consumer group that reads it (see ``topics.consumer_group``)."""
     return group_lag(bootstrap, consumer_group(app_id, topic, role), prefix + topic)
+
+
+def partition_report(bootstrap: str, group: str, topic: str) -> str:
+    """``partition committed/end`` for each partition of ``topic`` in ``group``: which partition
+    a stalled wait is stuck on, for a failure message."""
+
+    async def go() -> dict[int, int]:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            offs = await admin.list_consumer_group_offsets(group)
+        finally:
+            await admin.close()
+        return {tp.partition: om.offset for tp, om in offs.items() if tp.topic == topic}
+
+    committed = asyncio.run(go())
+    ends = topic_counts(bootstrap, prefix=topic)["topics"].get(topic, {}).get("end_offsets", {})
+    return f"{topic}: " + ", ".join(f"[{p}] {committed.get(int(p), '-')}/{end}" for p, end in sorted(ends.items()))

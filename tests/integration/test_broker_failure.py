@@ -21,7 +21,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.localkafka import LocalKafka
-from tests.conftest import JARS, WorkerProc, ch_query, start_worker, wait_until
+from tests.conftest import JARS, WorkerProc, ch_query, start_worker, wait_until, worker_ready
 from tests.kafka_util import produce, stage_lag
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -61,6 +61,9 @@ def test_leader_loss_mid_run_loses_nothing(cluster: LocalKafka, pipeline_env: di
     prefix, bootstrap = env["TOUCHSTREAM_TOPIC_PREFIX"], cluster.bootstrap
     group = env["TOUCHSTREAM_APP_ID"]
     w = start_worker(env, tmp_path / "worker.log", workers)
+    # the failure is to hit a running worker: one still starting creates Faust's own topics
+    # (its assignor's leader topic, RF 3), which cannot be created with a broker down
+    wait_until(lambda: worker_ready(env), 180, what="worker ready", explain=w.tail)
 
     n = 3000
     events = [{

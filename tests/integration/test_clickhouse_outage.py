@@ -42,7 +42,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.app.topics import consumer_group
 from streams.clickhouse.rows import SPECS
-from tests.conftest import WorkerProc, ch_query, start_worker, wait_until
+from tests.conftest import WorkerProc, ch_query, start_worker, wait_until, worker_ready
 from tests.integration.exactness import assert_clickhouse_exact, ground_truth, make_events
 from tests.kafka_util import message_count, produce, topic_counts
 
@@ -170,14 +170,6 @@ def rss_kb(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-def ready(env: dict[str, str]) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{env['TOUCHSTREAM_WEB_PORT']}/ready", timeout=5) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 # ------------------------------------------------------------------ the test
 @pytest.mark.parametrize("restart", [pytest.param(False, id="same-worker"),
                                      pytest.param(True, id="restart-mid-outage")])
@@ -206,7 +198,7 @@ def test_clickhouse_write_outage_then_exact_recovery(pipeline_env: dict[str, str
 
     # 1. ClickHouse healthy: the first slice lands and its offsets are committed
     w = start_worker(env, tmp_path / "worker.log", workers)
-    wait_until(lambda: ready(env), 90, what="worker ready")
+    wait_until(lambda: worker_ready(env), 90, what="worker ready")
     produce_events(events[:FIRST_SLICE])
     wait_until(lambda: message_count(bootstrap, topics[0]) == FIRST_SLICE, 90, what="first slice processed")
     wait_until(sunk, 90, what="first slice in ClickHouse")

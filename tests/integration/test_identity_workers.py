@@ -17,8 +17,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from streams.app.topics import consumer_group
 from tests.conftest import WorkerProc, ch_query, free_port, start_worker, wait_until
-from tests.kafka_util import read_all, stage_lag
+from tests.kafka_util import partition_report, read_all, stage_lag
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -105,7 +106,9 @@ def test_two_workers_one_killed(store: str, pipeline_env: dict[str, str], tmp_pa
     p2 = WorkerProc(p2.env, tmp_path / "p2b.log").start()
     workers.append(p2)
 
-    wait_until(lambda: stage_lag(bootstrap, group, prefix, "touchpoints.valid") == 0, 300, what="processing")
+    valid = prefix + "touchpoints.valid"
+    wait_until(lambda: stage_lag(bootstrap, group, prefix, "touchpoints.valid") == 0, 300, what="processing",
+               explain=lambda: partition_report(bootstrap, consumer_group(group, "touchpoints.valid"), valid))
     wait_until(lambda: stage_lag(bootstrap, group, prefix, "sessions.closed") == 0, 120,
                what="sessions sink")
     wait_until(lambda: stage_lag(bootstrap, group, prefix, "touchpoints.enriched") == 0, 120,
