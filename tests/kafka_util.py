@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from streams.app.topics import consumer_group
@@ -91,21 +92,29 @@ def stage_lag(bootstrap: str, app_id: str, prefix: str, topic: str, role: str = 
     return group_lag(bootstrap, consumer_group(app_id, topic, role), prefix + topic)
 
 
+
+def committed_offsets(bootstrap: str, groups: Iterable[str]) -> dict[tuple[str, int], int]:
+    """The committed offset per (topic, partition) of ``groups``."""
+
+    async def go() -> dict[tuple[str, int], int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        out: dict[tuple[str, int], int] = {}
+        try:
+            for group in groups:
+                offs = await admin.list_consumer_group_offsets(group)
+                out.update({(tp.topic, tp.partition): om.offset for tp, om in offs.items()})
+        finally:
+            await admin.close()
+        return out
+
+    return asyncio.run(go())
+
+
 def partition_report(bootstrap: str, group: str, topic: str) -> str:
     """``partition committed/end`` for each partition of ``topic`` in ``group``: which partition
     a stalled wait is stuck on, for a failure message."""
-
-    async def go() -> dict[int, int]:
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            offs = await admin.list_consumer_group_offsets(group)
-        finally:
-            await admin.close()
-        return {tp.partition: om.offset for tp, om in offs.items() if tp.topic == topic}
-
-    committed = asyncio.run(go())
+    committed = committed_offsets(bootstrap, [group])
     ends = topic_counts(bootstrap, prefix=topic)["topics"].get(topic, {}).get("end_offsets", {})
-    return f"{topic}: " + ", ".join(f"[{p}] {committed.get(int(p), '-')}/{end}" for p, end in sorted(ends.items()))
+    return f"{topic}: " + ", ".join(f"[{p}] {committed.get((topic, int(p)), '-')}/{end}"
+                                    for p, end in sorted(ends.items()))

@@ -158,11 +158,12 @@ class ReplayStore(MemoryStore):  # type: ignore[misc]
                     self._offsets[TP(tp.topic, tp.partition)] = ends[tp] - 1
         finally:
             await consumer.stop()
+        elapsed = time.monotonic() - started
         self.replayed += n
         metrics.STATE_RESTORED.inc(n)
-        metrics.STATE_RESTORE_SECONDS.observe(time.monotonic() - started)
+        metrics.STATE_RESTORE_SECONDS.observe(elapsed)
         log.info("state: read %d changelog records of %d partitions in %.1fs (Faust resumes after them)",
-                 n, len(parts), time.monotonic() - started)
+                 n, len(parts), elapsed)
 
 
 def register() -> None:

@@ -149,7 +149,7 @@ class StateBridge:
                     wal.setdefault(partition, []).append(orjson.loads(raw_value))
                 continue
             store = self.stores.get(ns)
-            if store is None or not (filtered or partition_for(tenant_of(store_key), self.partitions) in owned):
+            if store is None or (not filtered and partition_for(tenant_of(store_key), self.partitions) not in owned):
                 continue
             store.load(store_key, orjson.loads(raw_value))
             n += 1

@@ -27,7 +27,6 @@ sink has since moved off Faust altogether (one plain consumer group per table,
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
 import time
@@ -38,13 +37,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.app.topics import consumer_group
 from streams.clickhouse.rows import SPECS
 from tests.conftest import WorkerProc, ch_query, start_worker, wait_until, worker_ready
 from tests.integration.exactness import assert_clickhouse_exact, ground_truth, make_events
-from tests.kafka_util import message_count, produce, topic_counts
+from tests.kafka_util import committed_offsets, message_count, produce, topic_counts
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -110,20 +108,7 @@ def outage(tmp_path: Path) -> Iterator[WriteOutage]:
 # ------------------------------------------------------------------ observations
 def group_offsets(bootstrap: str, app_id: str) -> dict[tuple[str, int], int]:
     """The sink stages' committed offset per (topic, partition) (one consumer group per table)."""
-
-    async def go() -> dict[tuple[str, int], int]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        out: dict[tuple[str, int], int] = {}
-        try:
-            for topic in SINK_TOPICS:
-                offs = await admin.list_consumer_group_offsets(consumer_group(app_id, topic))
-                out.update({(tp.topic, tp.partition): om.offset for tp, om in offs.items()})
-        finally:
-            await admin.close()
-        return out
-
-    return asyncio.run(go())
+    return committed_offsets(bootstrap, [consumer_group(app_id, topic) for topic in SINK_TOPICS])
 
 
 def committed(bootstrap: str, group: str, topics: list[str]) -> dict[str, int]:
