@@ -174,8 +174,8 @@ def _feed(rt: Any, args: argparse.Namespace) -> Any:
         from aiokafka import AIOKafkaProducer
 
         from streams.app import topics
+        from streams.devtools.simulate import SimConfig, stream_live
         from streams.kafka_admin import client_kwargs
-        from streams.simulate import SimConfig, stream_live
 
         producer = AIOKafkaProducer(
             bootstrap_servers=rt.settings.bootstrap, linger_ms=5, acks="all", enable_idempotence=True,
@@ -258,7 +258,7 @@ async def _drain(rt: Any, timeout: float = 30.0) -> None:
 
 # ---------------------------------------------------------------- simulate / process
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from streams import simulate
+    from streams.devtools import simulate
 
     start_ms = int(args.start_ms) if args.start_ms is not None else int(time.time() * 1000)
     cfg = simulate.SimConfig(rate=args.rate, duration_s=args.duration, seed=args.seed, start_ms=start_ms)
@@ -280,8 +280,8 @@ def _simulate_file(cfg: Any, path: str, noise: float, seed: int, progress: Any) 
 
     Progress: the fraction is the event time reached (events come in occurred_at order), since
     the number of events of a run is only known at its end."""
-    from streams import simulate
     from streams.core.contract import parse_timestamp
+    from streams.devtools import simulate
 
     start, span = cfg.start_ms, max(1.0, cfg.duration_s * 1000)
     latest = [start]
@@ -313,8 +313,8 @@ async def _simulate_kafka(s: Settings, cfg: Any, progress: Any = None) -> int:
     from aiokafka import AIOKafkaProducer
 
     from streams.app import topics
+    from streams.devtools.simulate import stream_live
     from streams.kafka_admin import client_kwargs, ensure_topics
-    from streams.simulate import stream_live
 
     await ensure_topics(s.bootstrap, [s.topic(t) for t in topics.ALL], s.partitions, s.replication, s)
     producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, linger_ms=5, acks="all",
@@ -444,7 +444,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 
 # ---------------------------------------------------------------- evaluate
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from streams.evaluate import main as evaluate
+    from streams.devtools.evaluate import main as evaluate
 
     res = evaluate(args.truth, args.anomalies, args.funnel)
     if args.json:
@@ -461,7 +461,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- bench
 def cmd_bench(args: argparse.Namespace) -> int:
-    from streams import bench
+    from streams.devtools import bench
 
     s = _settings(args)
     phases = tuple(p.strip() for p in args.only.split(",")) if args.only else bench.PHASES

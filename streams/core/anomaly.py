@@ -112,7 +112,7 @@ class DetectorConfig:
     series with ≥ 200 upper-stage persons/min, ≤ 1 false alarm per 100 series-days, median
     detection delay ≤ 3 windows (feasible where a 30 % drop is ≥ ~2.5 σ per window, i.e. base
     conversion ≳ 0.3 at 200/min, 0.2 borderline; see the module docstring, the harness in the
-    tests and ``python -m streams.evaluate`` for the simulator)."""
+    tests and ``python -m streams.devtools.evaluate`` for the simulator)."""
 
     #: Only used to fill windows when ``rows`` is empty; otherwise taken from the rows.
     window_ms: int = 60_000

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.simulate import Incident, SimConfig, generate
+from streams.devtools.simulate import Incident, SimConfig, generate
 from tests.conftest import WorkerProc, ch_query, start_worker, wait_until
 from tests.kafka_util import produce, read_all, stage_lag
 

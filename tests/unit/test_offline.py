@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams import simulate
+from streams.devtools import simulate
 from streams.offline import OUTPUT_FILES, process_file
 
 START = 1_767_225_600_000  # 2026-01-01T00:00:00Z

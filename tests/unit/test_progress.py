@@ -119,8 +119,8 @@ def test_cli_quiet_flag_before_or_after_the_command() -> None:
 def test_simulate_to_file_reports_progress_and_writes_the_same_bytes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from streams import simulate
     from streams.cli import build_parser
+    from streams.devtools import simulate
 
     start = "1767225600000"
     argv = ["simulate", "--rate", "30", "--duration", "600", "--seed", "4", "--start-ms", start]
@@ -141,7 +141,7 @@ def test_simulate_to_file_reports_progress_and_writes_the_same_bytes(
 
 
 def test_offline_run_reports_lines_and_the_fraction_of_the_file(tmp_path: Path) -> None:
-    from streams import simulate
+    from streams.devtools import simulate
     from streams.offline import process_file
 
     cfg = simulate.SimConfig(rate=20, duration_s=300, seed=2, start_ms=1_767_225_600_000, incidents=())

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 def synthetic_events(n: int, start_ms: int, seed: int = 1) -> Iterator[dict[str, Any]]:
     """The simulator's realistic mix (message sizes, keys, tenants), truncated to n events."""
-    from streams.simulate import SimConfig, generate
+    from streams.devtools.simulate import SimConfig, generate
 
     rate = max(50.0, n / 600)
     cfg = SimConfig(rate=rate, duration_s=n / rate * 1.2 + 60, seed=seed, start_ms=start_ms)
@@ -263,7 +263,7 @@ async def _run_phases(s: Settings, cfg: BenchConfig, work: Path) -> dict[str, An
         result.update(await sla_timers(s, cfg.sla_conversations, cfg.partitions, work))
         _progress(result)
     if "sink" in cfg.phases:
-        from streams.bench_sink import sink_rows_per_s
+        from streams.devtools.bench_sink import sink_rows_per_s
 
         url = f"chdb://{work / 'sink-bench'}"
         for table, rate in sink_rows_per_s(url, "bench", cfg.sink_rows, s.sink_batch_rows).items():

@@ -18,10 +18,10 @@ from typing import Any
 import orjson
 import pytest
 
-from streams import simulate as sim
 from streams.core.contract import Rejection, validate
 from streams.core.model import CHANNELS, CONVERSATION_TYPES, IDENTITY_TYPES, PRIORITIES, TYPES
-from streams.simulate import Incident, Mix, SimConfig
+from streams.devtools import simulate as sim
+from streams.devtools.simulate import Incident, Mix, SimConfig
 
 START = 1_764_064_800_000  # 2025-11-25T10:00:00Z
 MIN = 60_000
@@ -498,10 +498,10 @@ def test_add_noise_single_kind() -> None:
 
 
 def test_evaluation_plan_matching_and_pooled_figures() -> None:
-    """``streams.evaluate``: the long-run incident plan is valid for the simulator and spaced out;
+    """``streams.devtools.evaluate``: the long-run incident plan is valid for the simulator and spaced out;
     an anomaly naming the incident's campaign, kind and stage within the window is a hit (with
     its delay), anything unexplained is a false alarm, and series-days count watched series."""
-    from streams.evaluate import evaluate, incident_plan, totals
+    from streams.devtools.evaluate import evaluate, incident_plan, totals
 
     cfg = SimConfig(rate=200, duration_s=24 * 3600, seed=5, start_ms=START)
     plan = incident_plan(cfg, seed=5)

@@ -15,7 +15,7 @@ from streams.core.model import CHANNELS, Touchpoint
 from streams.core.sla import PolicySet, SlaEngine
 from streams.core.state import MemoryStore
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BERLIN = ZoneInfo("Europe/Berlin")
 T0 = 1_773_000_000_000  # some instant in March 2026
 S = 1000

@@ -16,7 +16,7 @@ Matching rules (documented so the figures can be argued with):
   upper-stage persons/window), so the rate per *watched* series-day (series whose mean over the
   run reaches those floors) is reported too: the stricter figure.
 
-``python -m streams.evaluate SEEDS HOURS [RATE] [KEEP_DIR]`` runs simulate → process → evaluate
+``python -m streams.devtools.evaluate SEEDS HOURS [RATE] [KEEP_DIR]`` runs simulate → process → evaluate
 for many seeds in one process (:func:`simulate_and_evaluate`, :func:`incident_plan`): enough
 series-days for a false-alarm rate of ~1 per 100 series-days to be measurable at all.
 """
@@ -178,7 +178,7 @@ def incident_plan(cfg: Any, every_min: tuple[int, int] = (100, 160), seed: int =
     and lengths (10-30 min), plus tracking breaks and outages of smaller campaigns."""
     import random
 
-    from streams.simulate import Incident, tenant_specs
+    from streams.devtools.simulate import Incident, tenant_specs
 
     rng = random.Random(seed)
     specs = tenant_specs(cfg)
@@ -243,7 +243,7 @@ def simulate_and_evaluate(seed: int, hours: float, rate: float = 200.0, start_ms
 
 
 def _cli(argv: list[str]) -> int:
-    """``python -m streams.evaluate SEEDS HOURS [RATE] [KEEP_DIR]``: seeds as ``1-8`` or ``1,3``.
+    """``python -m streams.devtools.evaluate SEEDS HOURS [RATE] [KEEP_DIR]``: seeds as ``1-8`` or ``1,3``.
 
     One JSON line per seed, then one with the totals over all seeds."""
     spec, hours = argv[0], float(argv[1])

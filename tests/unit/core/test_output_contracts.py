@@ -30,7 +30,6 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
-from streams import simulate
 from streams.app import topics
 from streams.core import sla
 from streams.core.contract import REASONS
@@ -39,10 +38,11 @@ from streams.core.model import CHANNELS, IDENTITY_TYPES, PRIORITIES, TYPES
 from streams.core.pipeline import PipelineConfig
 from streams.core.pseudonym import Pseudonymiser
 from streams.core.stages import STAGES
+from streams.devtools import simulate
+from streams.devtools.simulate import Incident
 from streams.offline import OUTPUT_FILES, run
-from streams.simulate import Incident
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 
 #: topic -> (offline output, i.e. the Outputs attribute or "dlq"; its schema file)
 CONTRACTS: dict[str, tuple[str, str]] = {

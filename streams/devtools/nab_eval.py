@@ -4,7 +4,7 @@ Why: the synthetic harness in the tests checks the detector against the model it
 NAB is real, labelled data with a published scoreboard, so it tells us how the volume logic
 behaves on series it was not designed around. Usage::
 
-    python -m streams.nab_eval [ROOT] [FILE ...]     # ROOT defaults to /work/shared/data/nab
+    python -m streams.devtools.nab_eval [ROOT] [FILE ...]     # ROOT defaults to /work/shared/data/nab
 
 Which series: the local NAB subset holds ``realAdExchange`` (hourly cost per click / per mille of
 an ad exchange) and ``realTraffic`` (5-10 min road-sensor occupancy, speed, travel time);

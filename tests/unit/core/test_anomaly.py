@@ -5,7 +5,7 @@ volumes) and a small synthetic quality harness.
 The harness is a deterministic generator: ``random.Random(seed)``, exact binomial draws, Poisson
 traffic, a daily-seasonal traffic level and conversion rate. ``quality()`` measures recall,
 false alarms and detection delay; the test runs a few series-days, ``python -m
-tests.unit.test_anomaly`` runs a longer version and prints the table.
+tests.unit.core.test_anomaly`` runs a longer version and prints the table.
 """
 
 from __future__ import annotations

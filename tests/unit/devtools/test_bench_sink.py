@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.bench_sink import measure, sink_rows_per_s
 from streams.clickhouse.rows import SPECS
+from streams.devtools.bench_sink import measure, sink_rows_per_s
 
 ROWS = 2_000
 

@@ -6,7 +6,7 @@ are the limit. It times exactly what a sink agent's ClickHouse thread does per b
 ``ClickHouse.insert(table, rows, columns, dedup_token)``, positional rows from the table's
 ``TableSpec.to_row`` - and nothing else (row generation is done before the clock starts).
 
-Realistic rows: a simulated feed (``streams.simulate``) is replayed through the offline core
+Realistic rows: a simulated feed (``streams.devtools.simulate``) is replayed through the offline core
 (``streams.offline``), so every record is what the live pipeline would put on the table's
 topic (enriched touchpoints with identities and properties, closed sessions, SLA events,
 funnel windows, anomalies ...). That pool is smaller than the requested row count for the rare
@@ -76,8 +76,8 @@ def record_pool() -> dict[str, tuple[dict[str, Any], ...]]:
     The feed starts two hours before now (whole hour), so the rows are recent: the
     touchpoints TTL (``TOUCHSTREAM_RAW_TTL_DAYS``) never removes them under the benchmark.
     """
+    from streams.devtools.simulate import SimConfig, dumps, generate
     from streams.offline import run
-    from streams.simulate import SimConfig, dumps, generate
 
     hour = 3_600_000
     start_ms = (time.time_ns() // 1_000_000) // hour * hour - 2 * hour
@@ -175,7 +175,7 @@ def format_results(results: list[TableResult]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Print rows/s per table; by default on a throwaway embedded engine (removed afterwards)."""
-    p = argparse.ArgumentParser(prog="python -m streams.bench_sink", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m streams.devtools.bench_sink", description=__doc__.splitlines()[0])
     p.add_argument("--url", help="ClickHouse URL (chdb:///path or http://user:pass@host:8123/db); "
                                  "default: a temporary embedded engine")
     p.add_argument("--database", default="touchstream_bench", help="scratch database the rows go to")
