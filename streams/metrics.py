@@ -11,6 +11,11 @@ DUPLICATES = Counter("touchstream_duplicates_total", "Events dropped as duplicat
 LATE = Counter("touchstream_late_events_total", "Events later than the allowed lateness, by consumer", ["kind"])
 STATE_WRITES = Counter("touchstream_state_changelog_writes_total", "Keys written to the state changelog")
 STATE_RESTORED = Counter("touchstream_state_restored_records_total", "Changelog records read by bulk restores")
+TASKS_ACTIVATED = Counter(
+    "touchstream_tasks_activated_total",
+    "Stream tasks that went live after an assignment: reused (parked with its state, changelog untouched) "
+    "or restored (state read from the changelog)", ["how"],
+)
 STATE_RESTORE_SECONDS = Histogram(
     "touchstream_state_restore_seconds", "Duration of a bulk restore of newly assigned state partitions",
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),

@@ -92,7 +92,7 @@ class Worker:
             delivery = pages.stage(settings, self.out)
             if delivery is not None:
                 self.stages.append(delivery)
-        self.lag = LagReporter(((st.group, st.lags) for st in self.stages), strip_prefix=settings.topic_prefix)
+        self.lag = LagReporter((st.group, st.lags) for st in self.stages)
         self._stop = asyncio.Event()
         self._spare_lock = asyncio.Lock()
 

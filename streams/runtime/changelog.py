@@ -5,10 +5,12 @@ task *p* (input partition *p*) owns changelog partition *p* and is its only writ
 batch, once the batch's outputs are acknowledged (:mod:`streams.runtime.checkpoint`), the task
 queues on partition *p*, in this order:
 
-1. the **batch record** ``__wal<SEP><p><SEP><part>``: every change of the batch (namespace, key,
-   value or null) plus ``seq`` (the task's batch counter) and ``pos``, the input offset the state
-   now reflects (the next offset to process). Split into parts of at most ``WAL_PART_BYTES``
-   (Kafka refuses a request over ~1 MB by default) when a batch changed a lot;
+1. the **batch record** ``__wal<SEP><p><SEP><seq % 2><SEP><part>``: every change of the batch
+   (namespace, key, value or null) plus ``seq`` (the task's batch counter) and ``pos``, the input
+   offset the state now reflects (the next offset to process). Split into parts of at most
+   ``WAL_PART_BYTES`` (Kafka refuses a request over ~1 MB by default) when a batch changed a
+   lot. Two slots alternate, so a batch's record is never compacted away by the very next
+   batch's, which a crash may cut;
 2. each changed key ``<namespace><SEP><key>`` once (a tombstone for a deleted key), so
    compaction keeps the state bounded by the number of live keys;
 3. the **position record** ``__pos<SEP><p>``: ``seq`` and ``pos`` again, written last.
@@ -16,10 +18,11 @@ queues on partition *p*, in this order:
 Why the batch record: a batch changes many keys and a kill -9 can land between two of their
 messages. The producer keeps order within a partition, and a batch starts only after the
 previous one was acknowledged, so only the newest batch can be cut, and all its batch-record
-parts precede its keys. Restore (:func:`apply_changelog`) re-applies the newest batch record if
-all its parts are there, which completes a batch that was cut among its keys; if a part is
-missing, none of that batch's keys were written and the state is already whole without it, and
-the position comes from the position record, which the cut batch never reached.
+parts precede its keys. Restore (:func:`apply_changelog`) re-applies every complete batch record
+newer than the position record (a batch cut among its keys, at most two: the one cut and the
+repair after it), and marks those keys changed so the next checkpoint writes them again; if a
+part is missing, none of that batch's keys were written and the state is already whole without
+it, and the position comes from the position record, which the cut batch never reached.
 
 Why the position lives here and not (only) in the consumer group: state and input position
 must restore *together*. A group commit made after the state write can be lost to a crash
@@ -96,7 +99,7 @@ class ChangelogWriter:
             for i, part in enumerate(parts):
                 record = b'{"seq":%d,"part":%d,"parts":%d,"pos":%s,"changes":[%s]}' % (
                     seq, i, len(parts), _pos(position), b",".join(part))
-                sender.add(topic, f"{WAL}{SEP}{p}{SEP}{i}".encode(), record, p)
+                sender.add(topic, f"{WAL}{SEP}{p}{SEP}{seq % 2}{SEP}{i}".encode(), record, p)
             for ns, key, raw in changes:
                 sender.add(topic, f"{ns}{SEP}{key}".encode(), raw, p)
         sender.add(topic, f"{POS}{SEP}{p}".encode(), b'{"seq":%d,"pos":%s}' % (seq, _pos(position)), p)
@@ -126,11 +129,14 @@ def _split(changes: list[tuple[str, str, bytes | None]]) -> list[list[bytes]]:
 @dataclass(frozen=True)
 class Restored:
     """What a changelog partition held: the input position the state reflects (None: the
-    changelog has none yet), the last batch number, and how many state keys were loaded."""
+    changelog has none yet), the batch the state is the result of (``seq``), the highest batch
+    number found in the log (``last_seq``: a writer continues after it, so the parts of a cut
+    batch can never be mistaken for parts of a new one), and how many state keys were loaded."""
 
     position: int | None
     seq: int
     keys: int
+    last_seq: int
 
 
 def apply_changelog(latest: Mapping[bytes, bytes | None], partition: int,
@@ -166,24 +172,31 @@ def apply_changelog(latest: Mapping[bytes, bytes | None], partition: int,
         n += 1
     seq = 0 if pos_record is None else int(pos_record["seq"])
     position = None if pos_record is None else pos_record.get("pos")
-    if wal:
-        newest = max(r["seq"] for r in wal)
-        parts = {r["part"]: r for r in wal if r["seq"] == newest}
-        if len(parts) == parts[next(iter(parts))]["parts"] and newest >= seq:
-            # complete: re-apply (idempotent when the batch's keys were all written)
-            for ns, key, value in (c for i in sorted(parts) for c in parts[i]["changes"]):
-                store = stores.get(ns)
-                if store is None:
-                    continue
-                if value is None:
-                    store.load_delete(key)
-                else:
-                    store.load(key, value)
-            seq = newest
-            if "pos" in parts[0]:
-                position = parts[0]["pos"]
-        seq = max(seq, newest)
-    return Restored(position=position, seq=seq, keys=n)
+    last_seq = seq
+    by_seq: dict[int, dict[int, dict[str, Any]]] = {}
+    for r in wal:
+        by_seq.setdefault(int(r["seq"]), {})[int(r["part"])] = r
+    for batch_seq in sorted(by_seq):
+        last_seq = max(last_seq, batch_seq)
+        parts = by_seq[batch_seq]
+        if batch_seq <= seq or len(parts) != parts[next(iter(parts))]["parts"]:
+            continue  # already covered by the position record, or cut before its keys began
+        # complete, but the crash came before its position record: some of its keys may be
+        # missing from the log. Apply it, and mark its keys changed, so the task's next batch
+        # record carries them again and the log stops depending on this one.
+        for ns, key, value in (c for i in sorted(parts) for c in parts[i]["changes"]):
+            store = stores.get(ns)
+            if store is None:
+                continue
+            if value is None:
+                store.load(key, None)
+                store.delete(key)
+            else:
+                store.put(key, value)
+        seq = batch_seq
+        if "pos" in parts[0]:
+            position = parts[0]["pos"]
+    return Restored(position=position, seq=seq, keys=n, last_seq=last_seq)
 
 
 async def read_partitions(settings: Settings, topic: str, ends: Mapping[int, int],

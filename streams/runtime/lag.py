@@ -1,5 +1,8 @@
 """Consumer lag of every group the worker runs, as one gauge.
 
+Topics carry their physical names (with ``TOUCHSTREAM_TOPIC_PREFIX``): several environments
+may share a cluster and a dashboard.
+
 Why in the worker and not only from an exporter: each stage knows its own assignment and
 committed offsets, and its consumer tracks the high watermark of every partition it fetches,
 so the gauge costs no I/O, and Prometheus' alert rule can sum it across workers. Partitions
@@ -20,9 +23,8 @@ LagSource = tuple[str, Callable[[], dict[tuple[str, int], int]]]
 
 
 class LagReporter:
-    def __init__(self, sources: Iterable[LagSource], strip_prefix: str = "") -> None:
+    def __init__(self, sources: Iterable[LagSource]) -> None:
         self.sources = list(sources)
-        self.strip_prefix = strip_prefix
         self._shown: set[tuple[str, str, str]] = set()
 
     def report(self) -> dict[str, dict[str, int]]:
@@ -30,7 +32,7 @@ class LagReporter:
         current: dict[tuple[str, str, str], int] = {}
         for group, lags in self.sources:
             for (topic, partition), lag in lags().items():
-                current[(group, topic.removeprefix(self.strip_prefix), str(partition))] = lag
+                current[(group, topic, str(partition))] = lag
         for labels in self._shown - current.keys():
             metrics.CONSUMER_LAG.remove(*labels)
         for labels, lag in current.items():

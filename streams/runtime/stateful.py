@@ -211,6 +211,8 @@ class StatefulStage:
                 self.tasks.activate(task)
             self._to_restore.difference_update(parts)
             c.resume(*(TopicPartition(self.input_topic, t.partition) for t in ready))
+            metrics.TASKS_ACTIVATED.labels("reused").inc(len(ready) - len(todo))
+            metrics.TASKS_ACTIVATED.labels("restored").inc(len(todo))
             self.gc.freeze()  # restored state is long-lived: keep full collections from walking it
         log.info("stage %s: partitions %s ready in %.2fs (%d reused, %d restored from %s)", self.name,
                  ",".join(f"{t.partition}@{t.position}" for t in ready), time.monotonic() - t0,
@@ -220,7 +222,7 @@ class StatefulStage:
         processor = self.new_processor(partition)
         restored = apply_changelog(latest, partition, processor.stores)
         processor.rebuild()
-        writer = ChangelogWriter(self.changelog, partition, processor.stores, seq=restored.seq)
+        writer = ChangelogWriter(self.changelog, partition, processor.stores, seq=restored.last_seq)
         return StreamTask(partition, processor, writer, position=restored.position, changelog_end=changelog_end)
 
     # -- timers -----------------------------------------------------------------------------------

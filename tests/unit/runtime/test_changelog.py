@@ -1,38 +1,42 @@
-"""StateBridge: once-per-key writes, partition choice, and completing a half-written batch."""
+"""The changelog: once-per-key writes, the batch record and the position, and restore after a cut.
+
+The property that matters: wherever a crash cuts the changelog, the restored state is exactly
+the state after some batch *k*, and the restored position is batch *k*'s position (state and
+input position restore together); *k* is the last batch whose record was complete.
+"""
 
 from __future__ import annotations
 
-import tracemalloc
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
-from aiokafka.partitioner import DefaultPartitioner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from streams.app.statestore import SEP, WAL, StateBridge, partition_for, right_sized
+import streams.runtime.changelog as cl
 from streams.core.state import MemoryStore
+from streams.runtime.changelog import POS, SEP, WAL, ChangelogWriter, apply_changelog
+
+TOPIC = "app-state-changelog"
 
 
-class ChangelogTable:
-    """Stands in for a Faust table (a data dict) and for the sender that records its changelog, in send order."""
+class Log:
+    """Stands in for the sender: records what would reach the changelog partition, in order."""
 
     def __init__(self) -> None:
-        self.data: dict[bytes, Any] = {}
-        self.log: list[tuple[int, bytes, bytes | None]] = []
-        self.changelog_topic = SimpleNamespace(get_topic_name=lambda: "app-state-changelog")
+        self.records: list[tuple[bytes, bytes | None]] = []
+        self.pending = 0
 
-    def add(self, topic: str, key: bytes, value: bytes | None, partition: int | None = None) -> None:
-        assert topic == "app-state-changelog" and partition is not None
-        self.log.append((partition, key, value))
+    def add(self, topic: str, key: bytes, value: bytes | None, partition: int | None = None,
+            timestamp_ms: int | None = None) -> None:
+        assert topic == TOPIC and partition == 3
+        self.records.append((key, value))
 
-    def replay(self, upto: int) -> dict[bytes, Any]:
-        """What Faust recovery rebuilds from the first `upto` changelog messages."""
-        out: dict[bytes, Any] = {}
-        for _, key, value in self.log[:upto]:
-            if value is None:
-                out.pop(key, None)
-            else:
-                out[key] = value
+    def latest(self, upto: int | None = None) -> dict[bytes, bytes | None]:
+        """What a compacting reader keeps of the first ``upto`` records: the last value per key."""
+        out: dict[bytes, bytes | None] = {}
+        for key, value in self.records[:upto]:
+            out[key] = value
         return out
 
 
@@ -40,104 +44,138 @@ def stores() -> dict[str, MemoryStore]:
     return {"a": MemoryStore("a"), "b": MemoryStore("b")}
 
 
-def test_partition_matches_the_kafka_default_partitioner() -> None:
-    part = DefaultPartitioner()
-    for tenant in ("acme", "globex-travel", "t1", "ü"):
-        assert partition_for(tenant, 8) == part(tenant.encode(), list(range(8)), list(range(8)))
+def snapshot(s: dict[str, MemoryStore]) -> dict[str, dict[str, Any]]:
+    return {ns: dict(store.items()) for ns, store in s.items()}
 
 
-def test_each_changed_key_written_once_per_flush_after_one_delta_record() -> None:
-    table, st = ChangelogTable(), stores()
-    bridge = StateBridge(table, st, partitions=4)
+def test_each_changed_key_once_after_the_batch_record_and_the_position_last() -> None:
+    log, s = Log(), stores()
+    writer = ChangelogWriter(TOPIC, 3, s)
     for i in range(3):
-        st["a"].put("acme|x", i)  # three changes, one key
-    st["b"].put("acme|y", {"v": 1})
-    assert bridge.flush(table) == 2
-    p = partition_for("acme", 4)
-    assert [k for _, k, _ in table.log] == [f"{WAL}{SEP}{p}{SEP}0".encode(), f"a{SEP}acme|x".encode(),
-                                             f"b{SEP}acme|y".encode()]
-    assert {part for part, _, _ in table.log} == {p}
-    assert bridge.flush(table) == 0  # nothing dirty, nothing written
+        s["a"].put("acme|x", i)  # three changes, one key
+    s["b"].put("acme|y", {"v": 1})
+    assert writer.queue(log, position=42) == 2  # type: ignore[arg-type]
+    keys = [k for k, _ in log.records]
+    assert keys == [f"{WAL}{SEP}3{SEP}1{SEP}0".encode(), f"a{SEP}acme|x".encode(), f"b{SEP}acme|y".encode(),
+                    f"{POS}{SEP}3".encode()]
+    batch = orjson.loads(log.records[0][1])
+    assert batch["seq"] == 1 and batch["pos"] == 42 and batch["parts"] == 1
+    assert orjson.loads(log.records[-1][1]) == {"seq": 1, "pos": 42}
+    log.records.clear()
+    assert writer.queue(log, position=50) == 0  # nothing changed: only the position moves
+    assert [k for k, _ in log.records] == [f"{POS}{SEP}3".encode()]
 
 
-def test_reload_completes_a_batch_cut_in_half_by_a_crash() -> None:
-    table, st = ChangelogTable(), stores()
-    bridge = StateBridge(table, st, partitions=1)
-    st["a"].put("acme|x", 1)
-    st["b"].put("acme|y", 1)
-    bridge.flush(table)
-    st["a"].put("acme|x", 2)
-    st["b"].put("acme|y", 2)
-    bridge.flush(table)
-    # crash after the second delta record and its first key: the last key never reached Kafka
-    recovered = ChangelogTable()
-    recovered.data = table.replay(len(table.log) - 1)
-    assert orjson.loads(recovered.data[f"b{SEP}acme|y".encode()]) == 1  # stale without the delta
+def test_restore_gives_state_and_position_together_and_completes_a_cut_batch() -> None:
+    log, s = Log(), stores()
+    writer = ChangelogWriter(TOPIC, 3, s)
+    s["a"].put("acme|x", 1)
+    s["b"].put("acme|y", 1)
+    writer.queue(log, 10)  # type: ignore[arg-type]
+    s["a"].put("acme|x", 2)
+    s["b"].put("acme|y", 2)
+    writer.queue(log, 20)  # type: ignore[arg-type]
+    # crash after batch 2's record and its first key: the second key and the position never landed
     fresh = stores()
-    StateBridge(recovered, fresh, partitions=1).reload([0])
+    restored = apply_changelog(log.latest(len(log.records) - 2), 3, fresh)
     assert fresh["a"].get("acme|x") == 2 and fresh["b"].get("acme|y") == 2
-    assert fresh["a"].drain_dirty() == [] and fresh["b"].drain_dirty() == []
+    assert restored.position == 20 and restored.seq == 2
+    # the cut batch's keys are written again by the next checkpoint, so the log heals
+    assert fresh["a"].drain_dirty() == [("acme|x", 2)] and fresh["b"].drain_dirty() == [("acme|y", 2)]
+    whole = stores()
+    apply_changelog(log.latest(), 3, whole)  # a batch that reached its position record: not a change
+    assert whole["a"].drain_dirty() == [] and whole["b"].drain_dirty() == []
 
 
-def test_reload_keeps_only_owned_partitions() -> None:
-    table, st = ChangelogTable(), stores()
-    bridge = StateBridge(table, st, partitions=8)
-    tenants = [f"t{i}" for i in range(20)]
-    for t in tenants:
-        st["a"].put(f"{t}|k", t)
-    bridge.flush(table)
-    table.data = table.replay(len(table.log))
-    owned = {partition_for("t3", 8)}
+def test_an_older_batch_record_is_never_re_applied_over_newer_keys() -> None:
+    """A batch that changed nothing writes no batch record: the slot still holds an older one,
+    and re-applying it would put back values that later batches changed."""
+    log, s = Log(), stores()
+    writer = ChangelogWriter(TOPIC, 3, s)
+    s["a"].put("acme|x", "old")
+    writer.queue(log, 5)  # type: ignore[arg-type]
+    writer.queue(log, 6)  # type: ignore[arg-type]  # no change, position only
     fresh = stores()
-    StateBridge(table, fresh, partitions=8).reload(owned)
-    assert {k for k, _ in fresh["a"].items()} == {f"{t}|k" for t in tenants if partition_for(t, 8) in owned}
+    assert apply_changelog(log.latest(), 3, fresh).position == 6
+    assert fresh["a"].get("acme|x") == "old"
 
 
-def test_large_batches_split_the_delta_and_an_incomplete_delta_is_ignored(monkeypatch: Any) -> None:
-    import streams.app.statestore as ss
-
-    monkeypatch.setattr(ss, "WAL_PART_BYTES", 200)
-    table, st = ChangelogTable(), stores()
-    bridge = StateBridge(table, st, partitions=1)
-    for i in range(20):
-        st["a"].put(f"acme|k{i}", "v1")
-    bridge.flush(table)
-    for i in range(20):
-        st["a"].put(f"acme|k{i}", "v2")
-    bridge.flush(table)
-    second = [i for i, (_, k, _) in enumerate(table.log) if k.startswith(WAL.encode())][-1]  # last part of batch 2
-    parts = [k for _, k, _ in table.log if k.startswith(WAL.encode())]
-    assert len(parts) > 2  # both batches needed several parts
-    # 1) crash after all parts of batch 2 and one key: recovery completes batch 2
-    whole = ChangelogTable()
-    whole.data = table.replay(second + 2)
+def test_other_partitions_batch_records_are_ignored_and_unknown_namespaces_skipped() -> None:
+    latest = {
+        f"{WAL}{SEP}1{SEP}0".encode(): b'{"seq":9,"part":0,"parts":1,"pos":99,"changes":[["a","k",1]]}',
+        f"gone{SEP}acme|k".encode(): b"1",
+        f"a{SEP}acme|z".encode(): b'"v"',
+        f"a{SEP}acme|deleted".encode(): None,
+    }
     fresh = stores()
-    StateBridge(whole, fresh, partitions=1).reload([0])
-    assert {v for _, v in fresh["a"].items()} == {"v2"}
-    # 2) crash in the middle of batch 2's parts: no key of batch 2 was written; batch 1 stands
-    first_part_of_2 = next(i for i, (_, k, v) in enumerate(table.log)
-                           if k.startswith(WAL.encode()) and orjson.loads(v)["seq"] == 2)
-    cut = ChangelogTable()
-    cut.data = table.replay(first_part_of_2 + 1)
+    restored = apply_changelog(latest, 3, fresh)
+    assert restored.position is None and restored.seq == 0 and restored.keys == 1
+    assert snapshot(fresh) == {"a": {"acme|z": "v"}, "b": {}}
+
+
+def test_a_changelog_written_before_positions_existed_restores_without_one() -> None:
+    """Changelogs of the earlier worker have batch records without ``pos`` and no position record:
+    the state loads and the caller falls back to the group's committed offset."""
+    latest = {
+        f"{WAL}{SEP}3{SEP}0".encode(): b'{"seq":4,"part":0,"parts":1,"changes":[["a","acme|x",7]]}',
+        f"a{SEP}acme|x".encode(): b"6",
+    }
     fresh = stores()
-    StateBridge(cut, fresh, partitions=1).reload([0])
-    assert {v for _, v in fresh["a"].items()} == {"v1"}
+    restored = apply_changelog(latest, 3, fresh)
+    assert restored.position is None and restored.seq == 4 and fresh["a"].get("acme|x") == 7
 
 
-def test_values_the_table_keeps_cost_their_size_not_the_serializers_buffer() -> None:
-    """orjson hands back its whole write buffer (~4 KB for a 300-byte value); the table keeps one
-    value per state key for the worker's lifetime, so each is kept as a right-sized copy."""
-    table, st = ChangelogTable(), stores()
-    bridge = StateBridge(table, st, partitions=4)
-    for i in range(2000):
-        st["a"].put(f"acme|k{i}", {"text": "x" * 200, "i": i})
-    tracemalloc.start()
+BATCHES = st.lists(
+    st.lists(st.tuples(st.sampled_from(["a", "b"]), st.sampled_from([f"t|k{i}" for i in range(6)]),
+                       st.one_of(st.none(), st.integers(0, 9), st.text(max_size=40))), max_size=8),
+    min_size=1, max_size=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(batches=BATCHES, part_bytes=st.sampled_from([40, 120, 512 * 1024]), data=st.data())
+def test_any_cut_restores_the_state_and_position_of_one_whole_batch(
+        batches: list[list[tuple[str, str, Any]]], part_bytes: int, data: st.DataObject) -> None:
+    old = cl.WAL_PART_BYTES
+    cl.WAL_PART_BYTES = part_bytes  # small parts: batch records split, so cuts fall between parts
     try:
-        bridge.flush(table)
-        table.data = table.replay(len(table.log))  # what a memory store holds: the values as flushed
-        kept, _ = tracemalloc.get_traced_memory()
+        log, s = Log(), stores()
+        writer = ChangelogWriter(TOPIC, 3, s)
+        after: list[tuple[dict[str, dict[str, Any]], int | None]] = [(snapshot(s), None)]  # state, position per seq
+        for i, batch in enumerate(batches):
+            for ns, key, value in batch:
+                if value is None:
+                    s[ns].delete(key)
+                else:
+                    s[ns].put(key, value)
+            writer.queue(log, 100 + i)  # type: ignore[arg-type]
+            after.append((snapshot(s), 100 + i))
+        cut = data.draw(st.integers(0, len(log.records)))
+        fresh = stores()
+        restored = apply_changelog(log.latest(cut), 3, fresh)
+        state, position = after[restored.seq]
+        assert snapshot(fresh) == state
+        assert restored.position == position
+        if cut == len(log.records):
+            assert restored.seq == len(batches)
+        # restart on the restored state, write more batches after the cut, crash again: the cut
+        # batch's leftover parts must never be taken for the new batches' parts
+        log.records = log.records[:cut]
+        writer = ChangelogWriter(TOPIC, 3, fresh, seq=restored.last_seq)
+        history = {restored.last_seq: (snapshot(fresh), restored.position)}
+        for i, batch in enumerate(data.draw(BATCHES)):
+            for ns, key, value in batch:
+                if value is None:
+                    fresh[ns].delete(key)
+                else:
+                    fresh[ns].put(key, value)
+            writer.queue(log, 500 + i)  # type: ignore[arg-type]
+            history[writer.seq] = (snapshot(fresh), 500 + i)
+        cut2 = data.draw(st.integers(cut, len(log.records)))
+        again = stores()
+        restored2 = apply_changelog(log.latest(cut2), 3, again)
+        expected = history.get(restored2.seq, after[restored2.seq] if restored2.seq < len(after) else None)
+        assert expected is not None
+        assert (snapshot(again), restored2.position) == expected
     finally:
-        tracemalloc.stop()
-    payload = sum(len(v) for _, _, v in table.log if v is not None)  # delta record + key records
-    assert kept < 2 * payload, (kept, payload)
-    assert right_sized(b'{"a":1}') == b'{"a":1}'
+        cl.WAL_PART_BYTES = old
