@@ -80,7 +80,7 @@ changed policy file applies to new waits only; team or priority changes mid-wait
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -330,7 +330,9 @@ class SlaEngine:
         self._store = store
         self._policies = policies if policies is not None else PolicySet.default()
         self.closed_retention_ms = closed_retention_ms
-        self._due: list[tuple[int, str]] = []  # heap of (fire_ms, key); stale entries skipped lazily
+        # tenant -> heap of (fire_ms, key); stale entries skipped lazily. Per tenant, because each
+        # tenant's deadlines may be held back by its own clock (see ``advance``).
+        self._due: dict[str, list[tuple[int, str]]] = {}
         self._sched: dict[str, int] = {}  # key -> fire time of its next unfired milestone (truth for _due)
         self._open: dict[str, int] = {}  # key -> started_at of its open wait
         self._starts: list[tuple[int, str]] = []  # heap of (started_at, key) for the oldest open wait
@@ -460,31 +462,47 @@ class SlaEngine:
         return out
 
     # --- time path --------------------------------------------------------------------------
-    def advance(self, now_ms: int, until_ms: int | None = None) -> list[dict[str, Any]]:
-        """Fire every warning and breach due at or before ``until_ms`` (default ``now_ms``), in due
-        order (ties by key); ``now_ms`` is the processing time the records carry (``emitted_at``)."""
-        out: list[dict[str, Any]] = []
-        due = self._due
+    def advance(self, now_ms: int, until_ms: int | None = None,
+                clock: Callable[[str], int | None] | None = None) -> list[dict[str, Any]]:
+        """Fire every warning and breach due at or before ``until_ms`` (default ``now_ms``) and, per
+        tenant, at or before ``clock(tenant)`` when that says something; in due order (ties by
+        key). ``now_ms`` is the processing time the records carry (``emitted_at``).
+
+        Why a clock per tenant: a deadline may fire only once the input that could stop it has
+        been read. ``until_ms`` says how far the shell's input is complete; ``clock`` says how far
+        a tenant's own events have come (a replay of last hour's conversations is complete up to
+        last hour, whatever the wall clock says)."""
+        fired: list[tuple[int, str, dict[str, Any]]] = []
         limit = now_ms if until_ms is None else min(now_ms, until_ms)
-        while due and due[0][0] <= limit:
-            t, key = heapq.heappop(due)
-            if self._sched.get(key) != t:
-                continue  # stale: the wait ended or its milestone moved on
-            del self._sched[key]
-            st = self._store.get(key)
-            wait = None if st is None else st.get("wait")
-            nxt = None if wait is None else _next_milestone(wait)
-            if st is None or wait is None or nxt is None or nxt[1] != t:
-                self._index(key, st)  # index out of step with the store: trust the store
-                continue
-            event = nxt[0]
-            wait["warned" if event == "warning" else "breached"] = True
-            self._store.put(key, st)
-            out.append(_sla_event(st, wait, event, t, now_ms, None))
-            self._index(key, st)
+        for tenant in sorted(self._due):
+            heap = self._due[tenant]
+            bound = limit
+            if clock is not None:
+                own = clock(tenant)
+                if own is not None and own < bound:
+                    bound = own
+            while heap and heap[0][0] <= bound:
+                t, key = heapq.heappop(heap)
+                if self._sched.get(key) != t:
+                    continue  # stale: the wait ended or its milestone moved on
+                del self._sched[key]
+                st = self._store.get(key)
+                wait = None if st is None else st.get("wait")
+                nxt = None if wait is None else _next_milestone(wait)
+                if st is None or wait is None or nxt is None or nxt[1] != t:
+                    self._index(key, st)  # index out of step with the store: trust the store
+                    continue
+                event = nxt[0]
+                wait["warned" if event == "warning" else "breached"] = True
+                self._store.put(key, st)
+                fired.append((t, key, _sla_event(st, wait, event, t, now_ms, None)))
+                self._index(key, st)
+            if not heap:
+                del self._due[tenant]
         self._forget_closed(now_ms)
         self._compact()
-        return out
+        fired.sort(key=lambda f: (f[0], f[1]))
+        return [rec for _, _, rec in fired]
 
     def _forget_closed(self, now_ms: int) -> None:
         expiry = self._expiry
@@ -497,10 +515,16 @@ class SlaEngine:
 
     def next_due(self) -> int | None:
         """When the next warning or breach falls due (the shell may sleep until then)."""
-        due = self._due
-        while due and self._sched.get(due[0][1]) != due[0][0]:
-            heapq.heappop(due)
-        return due[0][0] if due else None
+        best: int | None = None
+        for tenant in list(self._due):
+            heap = self._due[tenant]
+            while heap and self._sched.get(heap[0][1]) != heap[0][0]:
+                heapq.heappop(heap)
+            if not heap:
+                del self._due[tenant]
+            elif best is None or heap[0][0] < best:
+                best = heap[0][0]
+        return best
 
     def open_waits(self) -> int:
         return len(self._open)
@@ -528,13 +552,17 @@ class SlaEngine:
             self._sched.pop(key, None)
         elif self._sched.get(key) != nxt[1]:
             self._sched[key] = nxt[1]
-            heapq.heappush(self._due, (nxt[1], key))
+            heapq.heappush(self._due.setdefault(key.split("|", 1)[0], []), (nxt[1], key))
 
     def _compact(self) -> None:
         """Drop stale heap entries once they dominate (most waits end before their warning)."""
-        if len(self._due) > 2 * len(self._sched) + 1024:
-            self._due = [(t, k) for k, t in self._sched.items()]
-            heapq.heapify(self._due)
+        if sum(len(h) for h in self._due.values()) > 2 * len(self._sched) + 1024:
+            due: dict[str, list[tuple[int, str]]] = {}
+            for k, t in self._sched.items():
+                due.setdefault(k.split("|", 1)[0], []).append((t, k))
+            for heap in due.values():
+                heapq.heapify(heap)
+            self._due = due
         if len(self._starts) > 2 * len(self._open) + 1024:
             self._starts = [(t, k) for k, t in self._open.items()]
             heapq.heapify(self._starts)

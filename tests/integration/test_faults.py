@@ -10,7 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import WorkerProc, start_worker, wait_until
+from tests.conftest import WorkerProc, start_worker
+from tests.integration.drain import wait_drained
 from tests.integration.exactness import assert_clickhouse_exact, ground_truth, make_events
 from tests.kafka_util import message_count, produce, read_all, stage_lag, topic_counts
 
@@ -41,12 +42,9 @@ def test_kill9_restarts_keep_clickhouse_exact(pipeline_env: dict[str, str], tmp_
         info["lag"] = {t: stage_lag(bootstrap, group, prefix, t) for t in ("touchpoints.raw", "touchpoints.valid")}
         return f"lag={info['lag']} ends={ {t: v['end_offsets'] for t, v in info['topics'].items() if 'valid' in t} }"
 
-    for topic in ("touchpoints.raw", "touchpoints.valid"):
-        wait_until(lambda t=topic: stage_lag(bootstrap, group, prefix, t) == 0, 300, what=f"processing of {topic}",
-                   explain=lag_report)
+    wait_drained(env, {"touchpoints.enriched": len(events), "sessions.closed": len(truth.sessions)},
+                 explain=lag_report)
     assert message_count(bootstrap, prefix + "touchpoints.valid") >= len(events), lag_report()
-    for topic in ("touchpoints.enriched", "sessions.closed", "funnel.live"):
-        wait_until(lambda t=topic: stage_lag(bootstrap, group, prefix, t) == 0, 300, what=f"sink of {topic}")
     # every event enriched (at least once): a loss here is the process stage's, not the sink's
     enriched_ids = {orjson.loads(v)["event_id"] for _, v, _ in read_all(bootstrap, prefix + "touchpoints.enriched")}
     missing = sorted({e["event_id"] for e in events} - enriched_ids)

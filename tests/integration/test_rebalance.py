@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from tests.conftest import WorkerProc, free_port, start_worker, wait_until
+from tests.integration.drain import wait_drained
 from tests.integration.exactness import assert_clickhouse_exact, ground_truth, make_events
 from tests.kafka_util import produce, read_all, stage_lag
 
@@ -84,12 +85,8 @@ def test_add_and_remove_a_worker_mid_run(pipeline_env: dict[str, str], tmp_path:
     def lag_report() -> str:
         return str({t: stage_lag(bootstrap, group, prefix, t) for t in ("touchpoints.raw", "touchpoints.valid")})
 
-    for topic in ("touchpoints.raw", "touchpoints.valid"):
-        wait_until(lambda t=topic: stage_lag(bootstrap, group, prefix, t) == 0, 300, what=f"processing of {topic}",
-                   explain=lag_report)
-    for topic in ("touchpoints.enriched", "sessions.closed", "funnel.live"):
-        wait_until(lambda t=topic: stage_lag(bootstrap, group, prefix, t) == 0, 120,
-                   what=f"sink of {topic}")
+    wait_drained(env, {"touchpoints.enriched": len(events), "sessions.closed": len(truth.sessions)},
+                 explain=lag_report)
     enriched = {orjson.loads(v)["event_id"] for _, v, _ in read_all(bootstrap, prefix + "touchpoints.enriched")}
     assert enriched == {e["event_id"] for e in events}, f"{len(enriched)} distinct enriched of {len(events)}"
     for w in (p1, sink):
