@@ -25,7 +25,9 @@ from streams.core.model import (
     Touchpoint,
 )
 
-#: Stable rejection reasons (metric labels; documented in README and schemas).
+#: Stable rejection reasons (metric labels; documented in README, schemas/dlq.v1.json and
+#: docs/data-integrity.md). ``too_late`` (and ``future_timestamp`` again, defence in depth) are
+#: given by the processing core (streams/core/pipeline.py), not by this validator.
 REASONS: tuple[str, ...] = (
     "oversized",
     "invalid_utf8",
@@ -39,6 +41,7 @@ REASONS: tuple[str, ...] = (
     "future_timestamp",
     "no_identity",
     "missing_conversation",
+    "too_late",
     "duplicate",
 )
 
