@@ -114,13 +114,11 @@ class Pipeline:
     def rebuild(self) -> None:
         """Re-derive in-memory indexes after the stores were reloaded from a changelog."""
         self.dedup.rebuild()
-        # The id window infers how far back it is complete from its oldest segment. A changelog
-        # can hold a segment that should be gone: one a previous owner wrote after this state was
-        # read (a batch it finished while losing the partition), which its successor never knew
-        # and so never expired. Such an old bucket would claim the window reaches back to it, and
-        # re-deliveries from the buckets expired in between would pass as new (seen after a
-        # rebalance: sessions of re-published events, hours late). Expire against each tenant's
-        # watermark now, as the tick would have.
+        # A changelog can hold id segments that should be gone: ones a previous owner wrote after
+        # this state was read (a batch it finished while losing the partition), which its
+        # successor never knew and so never expired. Expire against each tenant's event-time
+        # watermark now, as the tick would have, so memory stays bounded. (Which events the window
+        # vouches for depends on the watermark only, never on the segments present: DedupWindow.covers.)
         for tenant, max_seen in list(self.stores["watermark"].items()):
             self.dedup.expire(tenant, max_seen - self.config.allowed_lateness_ms)
         self.sessions.rebuild()

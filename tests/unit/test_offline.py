@@ -145,7 +145,7 @@ def test_one_event_from_the_future_changes_nothing_but_its_dead_letter(tmp_path:
     """The backfill applies the live future bound against the wall clock at processing time: one
     event dated 9999 moved its tenant's watermark (every later event late) and the replay clock
     (every tenant's SLA deadlines) to year 9999. Now the outputs are those of the file without it."""
-    events = _feed(tmp_path / "in.jsonl")
+    events = _feed(tmp_path / "in.jsonl", rate=10)
     wall = START + 600_000  # "now" = the end of the feed (2026-01-01T00:10Z): the bound is 00:25Z
     absurd = dict(events[len(events) // 3], event_id="absurd-1", occurred_at=occurred_at)
     _with_lines(tmp_path / "in.jsonl", tmp_path / "bad.jsonl", {len(events) // 3: [orjson.dumps(absurd)]})
@@ -215,7 +215,7 @@ def test_a_shuffled_file_with_resent_events_counts_each_event_once(tmp_path: Pat
     the dedup floor, a ``too_late`` letter."""
     import random
 
-    events = _feed(tmp_path / "sorted.jsonl", rate=8, duration_s=3600)
+    events = _feed(tmp_path / "sorted.jsonl", rate=4, duration_s=3600)
     rng = random.Random(18)
     lines = (tmp_path / "sorted.jsonl").read_bytes().splitlines()
     # shuffled: each line moves by up to ~2 min of the feed, a few by up to ~40 min (too late)
