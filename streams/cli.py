@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -93,15 +92,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- worker / run
 def _prepare(s: Settings) -> None:
     from streams.app import topics
-    from streams.app.statestore import CHANGELOG_CONFIG
     from streams.clickhouse.client import ClickHouse
     from streams.clickhouse.migrate import migrate
-    from streams.kafka_admin import ensure_topics
 
-    # The state changelog too: Faust would otherwise create it lazily, possibly while a broker is down.
-    changelog = f"{s.app_id}-state-changelog"
-    asyncio.run(ensure_topics(s.bootstrap, [*(s.topic(t) for t in topics.ALL), changelog], s.partitions,
-                              s.replication, s, configs={changelog: CHANGELOG_CONFIG}))
+    asyncio.run(topics.ensure_all(s))
     if s.role != "process":  # a processing-only worker never opens ClickHouse (the embedded engine is 1 process)
         ch = ClickHouse(s.clickhouse_url, s.clickhouse_database)
         migrate(ch)
@@ -109,24 +103,11 @@ def _prepare(s: Settings) -> None:
 
 
 def _start_worker(s: Settings, extra_tasks: list[Any] | None = None, log_format: str | None = None) -> int:
-    from faust.worker import Worker
+    from streams.app.worker import run
+    from streams.logs import setup
 
-    from streams.app.runtime import build
-    from streams.logs import logging_config
-
-    rt = build(s)
-    for make_task in extra_tasks or []:
-        rt.app.task(make_task(rt))
-    worker = Worker(rt.app, loglevel=s.log_level, quiet=True, redirect_stdouts=False,
-                    logging_config=logging_config(log_format or s.log_format, s.log_level, _secrets(s)))
-    worker.spinner = None  # its handler would force the root logger to DEBUG (see streams.logs)
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    finally:
-        rt.clickhouse.close()
-    return 0
+    setup(log_format or s.log_format, s.log_level, _secrets(s))
+    return run(s, extra_tasks)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -161,7 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         _prepare(s)
         print(f"[run] Kafka {s.bootstrap}, ClickHouse {s.clickhouse_url}, feed {args.rate}/s; Ctrl-C stops", flush=True)
-        tasks = [lambda rt: _feed(rt, args), lambda rt: _summary(rt, args.duration)]
+        tasks = [_feed(args), _summary(args.duration)]
         return _start_worker(s, tasks, log_format="human")
     finally:
         if started is not None:
@@ -169,8 +150,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             started.stop()
 
 
-def _feed(rt: Any, args: argparse.Namespace) -> Any:
-    async def feed() -> None:
+def _feed(args: argparse.Namespace) -> Any:
+    async def feed(rt: Any) -> None:
         from aiokafka import AIOKafkaProducer
 
         from streams.app import topics
@@ -204,8 +185,8 @@ def _feed(rt: Any, args: argparse.Namespace) -> Any:
     return feed
 
 
-def _summary(rt: Any, duration: float | None) -> Any:
-    async def summary() -> None:
+def _summary(duration: float | None) -> Any:
+    async def summary(rt: Any) -> None:
         from streams.app import topics
 
         started = time.monotonic()
@@ -225,7 +206,7 @@ def _summary(rt: Any, duration: float | None) -> Any:
             )
             if duration and now - started >= duration:
                 await _drain(rt)
-                os.kill(os.getpid(), signal.SIGTERM)
+                rt.request_stop()
                 return
 
     return summary
@@ -314,9 +295,9 @@ async def _simulate_kafka(s: Settings, cfg: Any, progress: Any = None) -> int:
 
     from streams.app import topics
     from streams.devtools.simulate import stream_live
-    from streams.kafka_admin import client_kwargs, ensure_topics
+    from streams.kafka_admin import client_kwargs
 
-    await ensure_topics(s.bootstrap, [s.topic(t) for t in topics.ALL], s.partitions, s.replication, s)
+    await topics.ensure_all(s)
     producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, linger_ms=5, acks="all",
                                 enable_idempotence=True, **client_kwargs(s))
     await producer.start()
@@ -336,7 +317,7 @@ async def _simulate_kafka(s: Settings, cfg: Any, progress: Any = None) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from streams.app.runtime import pipeline_config
+    from streams.app.worker import pipeline_config
     from streams.offline import process_file
 
     s = _settings(args)
@@ -360,7 +341,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     s = _settings(args)
     report: dict[str, Any] = {"kafka": {"bootstrap": s.bootstrap, "reachable": False, "topics": {}, "lag": {}}}
-    groups = [s.app_id, f"{s.app_id}-dlq-replay"]
+    from streams.app.topics import all_groups
+
+    groups = [*all_groups(s.app_id), f"{s.app_id}-dlq-replay"]
     try:
         info = asyncio.run(describe(s.bootstrap, groups, s, timeout=5.0))
         report["kafka"].update(reachable=True, **info)

@@ -5,13 +5,10 @@ Two filters sit on the one handler:
   (SASL password, web token, notifier URLs' keys) and anything shaped like one (``password=``,
   ``token=``, ``routing_key=``, ``Bearer ...``, ``user:pass@`` in URLs). Notifier URLs carry
   API keys in their query strings, and an exception message can quote a URL verbatim.
-- :class:`QuietStartup` drops the errors aiokafka logs while a broker or group is still coming
-  up; they are expected and the worker retries.
-
-Faust's worker installs a terminal "spinner" handler that sets the root logger to DEBUG; every
-``log.debug`` in aiokafka's per-record send path then builds a LogRecord (12% of the worker's
-CPU in a profile). :func:`worker_logging_config` is passed to the worker and the spinner is
-disabled by the caller, so the configured level holds.
+- :class:`RateLimit` lets at most one line per logger and message shape through every
+  ``RateLimit.PERIOD_S``, and says how many it held back. A broker outage makes every client
+  of a worker (eight consumers, a producer, admin clients) log each failed connection attempt:
+  thousands of identical lines a minute that bury the one line that says what is wrong.
 """
 
 from __future__ import annotations
@@ -66,14 +63,42 @@ class Redact(logging.Filter):
         return True
 
 
-class QuietStartup(logging.Filter):
-    """Drop log lines that are expected while a broker or group is still coming up."""
+_DIGITS = re.compile(r"\d+")
 
-    NOISE = ("GroupCoordinatorNotAvailableError", "Unable connect to", "Unable to bootstrap")
+
+class RateLimit(logging.Filter):
+    """One line per (logger, level, message shape) per ``PERIOD_S``; the next one that passes
+    says how many were held back. The shape is the message with its numbers removed, so
+    "node 1" and "node 2" are one shape. Errors of our own code (``streams.*``) are not limited:
+    they are rare and each one matters."""
+
+    PERIOD_S = 30.0
+
+    def __init__(self, period_s: float | None = None, clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self.period_s = self.PERIOD_S if period_s is None else period_s
+        self.clock = clock
+        self._last: dict[tuple[str, int, str], float] = {}
+        self._held: dict[tuple[str, int, str], int] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        return not any(n in msg for n in self.NOISE)
+        if record.name.startswith("streams"):
+            return True
+        shape = (record.name, record.levelno, _DIGITS.sub("#", str(record.msg))[:200])
+        now = self.clock()
+        last = self._last.get(shape)
+        if last is not None and now - last < self.period_s:
+            self._held[shape] = self._held.get(shape, 0) + 1
+            return False
+        if len(self._last) > 10_000:  # bounded: shapes are few, but never let it grow
+            self._last.clear()
+            self._held.clear()
+        self._last[shape] = now
+        held = self._held.pop(shape, 0)
+        if held:
+            record.msg = f"{record.getMessage()} ({held} similar lines in the last {self.period_s:.0f}s held back)"
+            record.args = None
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -102,24 +127,23 @@ def level_of(name: str) -> int:
 
 
 def logging_config(fmt: str, level: str, secrets: Iterable[str] = ()) -> dict[str, Any]:
-    """A ``logging.config.dictConfig`` for the worker (mode passes it through) and the CLI."""
+    """A ``logging.config.dictConfig`` for the worker and the CLI."""
     formatter = {"()": JsonFormatter} if fmt == "json" else {"format": HUMAN_FORMAT}
     root = level_of(level)
     # aiokafka narrates every group join, sync and assignment at INFO, for each of a worker's
-    # consumers (the Faust one and one per stateless stage): noise unless debugging. The
-    # stages log their own assignments (streams/app/stage.py).
+    # consumers (one per stage): noise unless debugging. The stages log their own assignments.
     loggers = {} if root <= logging.DEBUG else {"aiokafka": {"level": max(root, logging.WARNING)}}
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
-        "filters": {"redact": {"()": Redact, "secrets": list(secrets)}, "quiet": {"()": QuietStartup}},
+        "filters": {"redact": {"()": Redact, "secrets": list(secrets)}, "ratelimit": {"()": RateLimit}},
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stderr",
                 "formatter": "default",
-                "filters": ["quiet", "redact"],
+                "filters": ["ratelimit", "redact"],
             }
         },
         "root": {"level": root, "handlers": ["default"]},

@@ -11,6 +11,11 @@ DUPLICATES = Counter("touchstream_duplicates_total", "Events dropped as duplicat
 LATE = Counter("touchstream_late_events_total", "Events later than the allowed lateness, by consumer", ["kind"])
 STATE_WRITES = Counter("touchstream_state_changelog_writes_total", "Keys written to the state changelog")
 STATE_RESTORED = Counter("touchstream_state_restored_records_total", "Changelog records read by bulk restores")
+TASKS_ACTIVATED = Counter(
+    "touchstream_tasks_activated_total",
+    "Stream tasks that went live after an assignment: reused (parked with its state, changelog untouched) "
+    "or restored (state read from the changelog)", ["how"],
+)
 STATE_RESTORE_SECONDS = Histogram(
     "touchstream_state_restore_seconds", "Duration of a bulk restore of newly assigned state partitions",
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
@@ -47,20 +52,20 @@ SINK_ERRORS = Counter("touchstream_sink_errors_total", "Failed ClickHouse insert
 SINK_RETRIES = Counter("touchstream_sink_retries_total", "ClickHouse insert retries, by table", ["table"])
 PAGES = Counter("touchstream_pages_total", "SLA pages delivered to notifiers, by outcome", ["outcome"])
 PRODUCE_RETRIES = Counter("touchstream_produce_retries_total", "Output batches re-sent after a Kafka produce error")
-# Set by the worker (not yet wired: see issue #8): committed-offset lag of the worker's consumer
-# group per input topic and partition; read by deploy/prometheus/alerts.yml and the ops dashboard.
+# Committed-offset lag of every consumer group the worker runs (validate, process, each sink table,
+# pages), per topic and partition it owns; read by deploy/prometheus/alerts.yml and the ops dashboard.
 CONSUMER_LAG = Gauge(
-    "touchstream_consumer_lag_messages", "Consumer group lag (end offset - committed offset)", ["topic", "partition"]
+    "touchstream_consumer_lag_messages", "Consumer group lag (end offset - committed offset)",
+    ["group", "topic", "partition"],
+)
+BROKER_REACHABLE = Gauge(
+    "touchstream_broker_reachable", "1 while the worker's last cluster metadata request succeeded, else 0"
 )
 COMMIT_FAILURES = Counter(
     "touchstream_commit_failures_total",
-    "Offset commits of a stateless stage refused because the group had moved on (the batch is read again)",
+    "Offset commits refused because the group had moved on (a stateless stage's batch is read again; "
+    "the stateful stage's position is in its changelog)",
     ["stage"],
-)
-FETCH_STALL_REPAIRS = Counter(
-    "touchstream_fetch_stall_repairs_total",
-    "Assigned partitions with unread records that Faust had stopped fetching, resumed by the watchdog",
-    ["topic", "reason"],
 )
 LOOP_LAG = Histogram(
     "touchstream_event_loop_lag_seconds",
@@ -85,17 +90,4 @@ GC_FULL_SECONDS = Histogram(
 GC_SECONDS = Counter(
     "touchstream_gc_seconds", "Time the worker spent in Python's cyclic garbage collector, by generation",
     ["generation"],
-)
-REDELIVERED = Counter(
-    "touchstream_out_of_order_deliveries_total",
-    "Messages Faust delivered past a hole or again, released unprocessed by an in-order stage",
-    ["stage"],
-)
-FETCH_GAPS = Counter(
-    "touchstream_fetch_gaps_total", "Offset ranges skipped on Faust's fetch path (left uncommitted and re-read)",
-    ["topic"],
-)
-COMMIT_STALL_REPAIRS = Counter(
-    "touchstream_commit_stall_repairs_total", "Partitions re-read from the committed offset after a Faust commit stall",
-    ["topic"],
 )

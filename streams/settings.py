@@ -9,7 +9,7 @@ The embedded ClickHouse engine is single-process: several workers on it run
 
 | variable | default | meaning |
 |---|---|---|
-| TOUCHSTREAM_DATA_DIR | .touchstream | all local state: Kafka data + jars, embedded ClickHouse, Faust tables |
+| TOUCHSTREAM_DATA_DIR | .touchstream | all local state: Kafka data + jars, embedded ClickHouse |
 | KAFKA_BOOTSTRAP_SERVERS | (unset → local broker) | external brokers, e.g. ``kafka1:9092,kafka2:9092`` |
 | TOUCHSTREAM_KAFKA_PORT | 19092 | port of the project-started local broker (node 1; +10 per further node) |
 | KAFKA_SECURITY_PROTOCOL | PLAINTEXT | PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL |
@@ -19,12 +19,11 @@ The embedded ClickHouse engine is single-process: several workers on it run
 | CLICKHOUSE_DATABASE | touchstream | database used when the URL names none |
 | TOUCHSTREAM_TOPIC_PREFIX | (empty) | prefix of every topic name, to run several environments on one cluster |
 | TOUCHSTREAM_ROLE | all | ``all`` (every stage), ``process`` (validate+process) or ``sink`` (ClickHouse, pages) |
-| TOUCHSTREAM_APP_ID | touchstream | Faust app id = consumer group prefix (``topics.consumer_group``), internal topics |
+| TOUCHSTREAM_APP_ID | touchstream | consumer group prefix (``topics.consumer_group``) and name of the state changelog |
+| TOUCHSTREAM_INSTANCE_ID | (unset) | stable id of this worker (host name): static group membership |
 | TOUCHSTREAM_PARTITIONS | 4 | partitions of the pipeline topics (created by the worker) |
 | TOUCHSTREAM_REPLICATION | 1 | replication factor of the pipeline topics (3 on a cluster) |
-| TOUCHSTREAM_GROUP_SESSION_TIMEOUT_S | 15 | a crashed worker's partitions move after this (Faust default: 60) |
-| TOUCHSTREAM_STORE | memory:// | table store: ``memory://`` (bulk restore, app/replaystore.py), ``rocksdb://`` |
-| TOUCHSTREAM_STANDBY_REPLICAS | 1 | warm copies of each state partition on other workers (``table_standby_replicas``) |
+| TOUCHSTREAM_GROUP_SESSION_TIMEOUT_S | 10 | a crashed worker's partitions move after this (the broker's minimum is 6) |
 | TOUCHSTREAM_MAX_MESSAGE_BYTES | 262144 | larger raw messages are dead-lettered as ``oversized`` |
 | TOUCHSTREAM_MAX_FUTURE_S | 900 | events further in the future than this (vs wall clock) are dead-lettered |
 | TOUCHSTREAM_DEDUP_WINDOW_S | 900 | duplicate ``event_id`` within this event-time window are dropped |
@@ -35,7 +34,7 @@ The embedded ClickHouse engine is single-process: several workers on it run
 | TOUCHSTREAM_NOTIFIERS_FILE | – | notifiers + paging routes/grouping/stall config (deploy/notifiers.example.json) |
 | TOUCHSTREAM_NOTIFIERS | – | JSON ``{"name": "pagerduty+https://...?routing_key=..."}``; adds to / overrides the file |
 | TOUCHSTREAM_SLA_POLICIES | – | path to an SLA policy JSON file (built-in defaults when unset) |
-| TOUCHSTREAM_PROCESS_BATCH | 2000 | process stage: events per batch (one state flush, two produce round trips) |
+| TOUCHSTREAM_PROCESS_BATCH | 2000 | process stage: at most this many events per batch (one state flush per batch) |
 | TOUCHSTREAM_PRODUCE_BATCH_BYTES | 524288 | output producer: bytes per record batch (under the broker's 1 MB cap) |
 | TOUCHSTREAM_SINK_BATCH_ROWS | 20000 | ClickHouse sink: flush a table's batch at this many rows |
 | TOUCHSTREAM_SINK_FLUSH_S | 1.0 | ... or when its oldest row is this old |
@@ -96,8 +95,7 @@ class Settings:
     topic_prefix: str
     partitions: int
     replication: int
-    store: str
-    standby_replicas: int
+    instance_id: str | None
     group_session_timeout_s: float
     max_message_bytes: int
     max_future_ms: int
@@ -140,9 +138,8 @@ class Settings:
             topic_prefix=env.get("TOUCHSTREAM_TOPIC_PREFIX") or "",
             partitions=_int(env, "TOUCHSTREAM_PARTITIONS", 4),
             replication=_int(env, "TOUCHSTREAM_REPLICATION", 1),
-            store=env.get("TOUCHSTREAM_STORE") or "memory://",
-            standby_replicas=_int(env, "TOUCHSTREAM_STANDBY_REPLICAS", 1),
-            group_session_timeout_s=_float(env, "TOUCHSTREAM_GROUP_SESSION_TIMEOUT_S", 15.0),
+            instance_id=env.get("TOUCHSTREAM_INSTANCE_ID") or None,
+            group_session_timeout_s=_float(env, "TOUCHSTREAM_GROUP_SESSION_TIMEOUT_S", 10.0),
             max_message_bytes=_int(env, "TOUCHSTREAM_MAX_MESSAGE_BYTES", 262_144),
             max_future_ms=_int(env, "TOUCHSTREAM_MAX_FUTURE_S", 900) * 1000,
             dedup_window_ms=_int(env, "TOUCHSTREAM_DEDUP_WINDOW_S", 900) * 1000,
@@ -187,6 +184,3 @@ class Settings:
     def kafka_dir(self) -> Path:
         return self.data_dir / "kafka"
 
-    @property
-    def state_dir(self) -> Path:
-        return self.data_dir / "state"

@@ -1,7 +1,7 @@
 """Stages: output topics → ClickHouse, one plain consumer group per table.
 
 Batches are cut by size (``TOUCHSTREAM_SINK_BATCH_ROWS``) and age (``TOUCHSTREAM_SINK_FLUSH_S``)
-by :class:`streams.app.stage.Stage`; each batch becomes one INSERT, run on the ClickHouse
+by :class:`streams.runtime.stage.Stage`; each batch becomes one INSERT, run on the ClickHouse
 thread, and the batch's offsets are committed only after the insert succeeded, so Kafka
 offsets never pass rows that are not in ClickHouse. A failed insert is
 retried with jittered exponential backoff for as long as it takes; meanwhile the stage fetches
@@ -12,8 +12,11 @@ identical re-sent batch is dropped outright by its deduplication token.
 Stop and rebalance during an outage: the group (or the supervisor) is waiting for this batch,
 so once the stage is stopping or its partitions are being revoked, a failing batch is
 *abandoned*: nothing is committed, and it is read again from the committed offset (after the
-restart, or by the partition's new owner). Before this module ran on Faust agents, exactly
-that wait hung SIGTERM until SIGKILL.
+restart, or by the partition's new owner); otherwise that wait would hang SIGTERM until SIGKILL.
+
+A record that cannot be mapped to a row (someone else wrote the topic, or a contract drifted)
+goes to the dead-letter topic with reason ``sink_unmappable`` before the batch is committed:
+never silently dropped, never a reason to stop the table.
 """
 
 from __future__ import annotations
@@ -29,11 +32,14 @@ import orjson
 
 from streams import metrics
 from streams.app import topics
-from streams.app.stage import Handler, Stage
+from streams.app.deadletters import SINK_UNMAPPABLE, queue_dead_letter
 from streams.clickhouse.rows import SPECS, TableSpec
+from streams.runtime.backlog import now_ms
+from streams.runtime.producer import BatchSender
+from streams.runtime.stage import Handler, Stage
 
 if TYPE_CHECKING:
-    from streams.app.runtime import Runtime
+    from streams.app.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +48,10 @@ def batch_token(table: str, records: list[Any]) -> str:
     """Same records (same offsets) → same token, so ClickHouse drops an identical re-insert.
 
     The token names every offset as contiguous runs, not just each partition's first and last:
-    a batch with a hole (a message Faust dropped on a rebalance) and its complete re-read have
-    the same span, and a span-only token made ClickHouse drop the complete batch as a duplicate
-    of the incomplete one, losing the record in the hole.
+    a batch with a hole (a compacted or transactional topic, or a consumer that skipped a
+    record) and its complete re-read have the same span, and a span-only token would make
+    ClickHouse drop the complete batch as a duplicate of the incomplete one, losing the record
+    in the hole.
     """
     offsets: dict[tuple[str, int], list[int]] = {}
     for m in records:
@@ -64,7 +71,7 @@ def batch_token(table: str, records: list[Any]) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-async def insert_with_retry(rt: Runtime, spec: TableSpec, rows: list[tuple[Any, ...]], token: str,
+async def insert_with_retry(rt: Worker, spec: TableSpec, rows: list[tuple[Any, ...]], token: str,
                             keep_trying: Callable[[], bool]) -> bool:
     """True once the rows are in ClickHouse; False if the stage stops or rebalances while inserts still fail."""
     delay = 0.2
@@ -96,7 +103,7 @@ async def _backoff(keep_trying: Callable[[], bool], seconds: float) -> None:
         await asyncio.sleep(min(left, 0.25))
 
 
-def stages(rt: Runtime) -> list[Stage]:
+def stages(rt: Worker) -> list[Stage]:
     """One stage per table, each its own consumer group: a table that cannot be written (an
     outage of one table, a broken schema) holds back only its own topic's commits."""
     s = rt.settings
@@ -107,15 +114,19 @@ def stages(rt: Runtime) -> list[Stage]:
     ]
 
 
-def _inserter(rt: Runtime, spec: TableSpec) -> Handler:
+def _inserter(rt: Worker, spec: TableSpec) -> Handler:
+    sender = BatchSender(rt.out)
+
     async def sink_batch(records: list[Any], keep_trying: Callable[[], bool]) -> bool:
         rows = []
         for rec in records:
             try:
                 rows.append(spec.to_row(orjson.loads(rec.value)))
             except Exception as exc:  # our own topic, but never let one bad record stop the sink
-                metrics.DLQ.labels(f"sink_{spec.table}").inc()
+                queue_dead_letter(sender, rt.settings, SINK_UNMAPPABLE, f"{spec.table}: {exc!r}", rec, now_ms())
                 log.error("unmappable record on %s at offset %s: %r", rec.topic, rec.offset, exc)
+        if sender.pending:
+            await sender.send()  # acknowledged before the batch can be committed
         return not rows or await insert_with_retry(rt, spec, rows, batch_token(spec.table, records), keep_trying)
 
     return sink_batch

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
+
 RAW = "touchpoints.raw"  # contract v1, any key (schemas/touchpoint.v1.json)
 DLQ = "touchpoints.dlq"  # dead letters, key = original key (schemas/dlq.v1.json)
 VALID = "touchpoints.valid"  # normalised events, key = tenant_id (internal)
@@ -26,6 +31,10 @@ PROCESS_OUTPUTS: tuple[tuple[str, str, str], ...] = (
     (ANOMALIES, "anomalies", "anomaly_id"),
 )
 
+#: The raw topic stamps each record with the broker's append time (not the producer's clock): the
+#: process stage measures how old a backlog is from it (streams/runtime/backlog.py).
+RAW_CONFIG: dict[str, str] = {"message.timestamp.type": "LogAppendTime"}
+
 ALL: tuple[str, ...] = (RAW, DLQ, VALID, *(t for t, _, _ in PROCESS_OUTPUTS))
 
 #: Topics the ClickHouse sink reads (one table each; see streams.clickhouse.rows.SPECS).
@@ -35,16 +44,32 @@ SINK_TOPICS: tuple[str, ...] = (ENRICHED, SESSIONS, MERGES, SLA_EVENTS, RESPONSE
 def consumer_group(app_id: str, topic: str, role: str = "all") -> str:
     """The consumer group that reads ``topic`` (a logical name, without prefix) for ``app_id``.
 
-    The stateless stages are plain consumer groups (``<app id>-validate`` for the raw topic,
-    ``<app id>-clickhouse-<topic>`` for each sink topic, so one table's trouble holds back only
-    its own topic); the stateful stage is the Faust app
-    (``<app id>``: the valid topic); pages are delivered by the Faust app of the worker with
-    the sink role (``<app id>-sink``, or ``<app id>`` when one worker has every role). Lag
-    queries and tests look the group up here."""
+    Every stage is its own group: ``<app id>-validate`` for the raw topic, ``<app id>`` for the
+    process stage (the valid topic; the state changelog is ``<app id>-state-changelog``),
+    ``<app id>-clickhouse-<topic>`` for each sink topic (one table's trouble holds back only its
+    own topic) and ``<app id>-pages`` for page delivery. Lag queries and tests look the group up
+    here. ``role`` is accepted for callers that pass it; the group does not depend on it."""
     if topic == RAW:
         return f"{app_id}-validate"
     if topic in SINK_TOPICS:
         return f"{app_id}-clickhouse-{topic}"
-    if topic == PAGES and role == "sink":
-        return f"{app_id}-sink"
+    if topic == PAGES:
+        return f"{app_id}-pages"
     return app_id
+
+
+def all_groups(app_id: str) -> list[str]:
+    """Every consumer group a deployment of ``app_id`` runs (status and lag reports)."""
+    return [consumer_group(app_id, t) for t in (RAW, VALID, *SINK_TOPICS, PAGES)]
+
+
+async def ensure_all(settings: Settings) -> list[str]:
+    """Create every topic of the pipeline that is missing (the state changelog included, compacted),
+    each with its topic-level settings; returns the names created."""
+    from streams.kafka_admin import ensure_topics
+    from streams.runtime.changelog import CHANGELOG_CONFIG, changelog_topic
+
+    changelog = changelog_topic(settings.app_id)
+    return await ensure_topics(settings.bootstrap, [*(settings.topic(t) for t in ALL), changelog],
+                               settings.partitions, settings.replication, settings,
+                               configs={changelog: CHANGELOG_CONFIG, settings.topic(RAW): RAW_CONFIG})

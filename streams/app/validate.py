@@ -1,38 +1,38 @@
 """Stage: ``touchpoints.raw`` → ``touchpoints.valid`` (keyed by tenant) or ``touchpoints.dlq``.
 
-Stateless, so it runs as a plain consumer group (:mod:`streams.app.stage`) and scales with the
-raw topic's partitions. A batch's offsets are committed only after its valid and dead-lettered
-records are acknowledged by the brokers, so nothing committed is unsent.
+Stateless, so it runs as a plain consumer group (:mod:`streams.runtime.stage`) and scales with
+the raw topic's partitions. A batch's offsets are committed only after its valid and
+dead-lettered records are acknowledged by the brokers, so nothing committed is unsent.
+
+Each valid record keeps the raw record's timestamp (the broker's append time: the raw topic is
+created with ``LogAppendTime``), so the process stage can tell how old a backlog is however
+many hops it crossed (:meth:`streams.runtime.stateful.StatefulStage.input_complete`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from streams import metrics
 from streams.app import topics
-from streams.app.produce import BatchSender
-from streams.app.stage import Stage
 from streams.core.contract import Rejection, to_valid_dict, validate
 from streams.core.deadletter import dlq_record
-
-if TYPE_CHECKING:
-    from streams.app.runtime import Runtime
+from streams.runtime.backlog import now_ms
+from streams.runtime.producer import BatchSender, KafkaOut
+from streams.runtime.stage import Stage
+from streams.settings import Settings
 
 BATCH = 4000
 WITHIN_S = 0.005
 
 
-def stage(rt: Runtime) -> Stage:
-    from streams.app.runtime import now_ms
-
-    s = rt.settings
+def stage(s: Settings, out: KafkaOut, stats: dict[str, int]) -> Stage:
     valid_topic = s.topic(topics.VALID)
     dlq_topic = s.topic(topics.DLQ)
-    sender = BatchSender(rt.out)
+    sender = BatchSender(out)
 
     async def validate_batch(records: list[Any], keep_trying: Callable[[], bool]) -> bool:
         now = now_ms()
@@ -48,7 +48,10 @@ def stage(rt: Runtime) -> Stage:
                 metrics.DLQ.labels(res.reason).inc()
                 n_dlq += 1
                 continue
-            sender.add(valid_topic, res.tenant_id.encode(), orjson.dumps(to_valid_dict(res)))
+            # the raw record's time, never ahead of ours (a producer's clock on a CreateTime topic
+            # may be; the broker refuses records too far ahead, which would block this stage)
+            sender.add(valid_topic, res.tenant_id.encode(), orjson.dumps(to_valid_dict(res)),
+                       timestamp_ms=min(msg.timestamp, now) if msg.timestamp and msg.timestamp > 0 else None)
             n_valid += 1
         for msg in records[:: max(1, len(records) // 50)]:  # sampled: cheap and representative
             if msg.timestamp:
@@ -56,8 +59,8 @@ def stage(rt: Runtime) -> Stage:
         await sender.send()
         metrics.EVENTS_IN.labels(topics.RAW).inc(len(records))
         metrics.EVENTS_OUT.labels(topics.VALID).inc(n_valid)
-        rt.stats["raw_in"] = rt.stats.get("raw_in", 0) + len(records)
-        rt.stats["dlq"] = rt.stats.get("dlq", 0) + n_dlq
+        stats["raw_in"] = stats.get("raw_in", 0) + len(records)
+        stats["dlq"] = stats.get("dlq", 0) + n_dlq
         return True
 
     return Stage(s, "validate", [s.topic(topics.RAW)], topics.consumer_group(s.app_id, topics.RAW),

@@ -238,13 +238,14 @@ class Pipeline:
                 wm += idle
         return wm
 
-    def tick(self, now_ms: int, wall: bool = True) -> None:
+    def tick(self, now_ms: int, wall: bool = True, input_complete_ms: int | None = None) -> None:
         """Advance clocks: SLA deadlines at ``now_ms``; per-tenant watermarks close sessions/windows.
 
         ``wall=True`` (live): ``now_ms`` is the wall clock and drives the idle fallback.
         ``wall=False`` (offline): ``now_ms`` is the replay's event-time clock.
+        ``input_complete_ms``: see :meth:`fire_timers`.
         """
-        self.fire_timers(now_ms)
+        self.fire_timers(now_ms, input_complete_ms)
         for tenant, max_seen in self.stores["watermark"].items():
             wm = self.watermark(tenant, now_ms if wall else None)
             if wm is None:
@@ -258,12 +259,14 @@ class Pipeline:
             # the event-time watermark, not ``wm``: the floor ``process`` checks is computed from it
             self.dedup.expire(tenant, max_seen - self.config.allowed_lateness_ms)
 
-    def fire_timers(self, now_ms: int) -> None:
+    def fire_timers(self, now_ms: int, input_complete_ms: int | None = None) -> None:
         """SLA warnings/breaches and page windows/escalations due at ``now_ms`` (no watermark work).
 
         Live, the shell calls this at each deadline (see ``next_due``) between regular ticks, so
-        a breach is not held back by the tick period."""
-        self._route_sla(self.sla.advance(now_ms), now_ms)
+        a breach is not held back by the tick period. ``input_complete_ms``: the shell knows no
+        input older than this is still unread (its backlog); a deadline after it is held back,
+        since the reply that stops it may be in the backlog (None: nothing is outstanding)."""
+        self._route_sla(self.sla.advance(now_ms, input_complete_ms), now_ms)
         self.out.pages.extend(p.to_dict() for p in self.pager.advance(now_ms))
 
     def next_due(self, after_ms: int) -> int | None:

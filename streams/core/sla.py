@@ -460,11 +460,13 @@ class SlaEngine:
         return out
 
     # --- time path --------------------------------------------------------------------------
-    def advance(self, now_ms: int) -> list[dict[str, Any]]:
-        """Fire every warning and breach due at or before ``now_ms``, in due order (ties by key)."""
+    def advance(self, now_ms: int, until_ms: int | None = None) -> list[dict[str, Any]]:
+        """Fire every warning and breach due at or before ``until_ms`` (default ``now_ms``), in due
+        order (ties by key); ``now_ms`` is the processing time the records carry (``emitted_at``)."""
         out: list[dict[str, Any]] = []
         due = self._due
-        while due and due[0][0] <= now_ms:
+        limit = now_ms if until_ms is None else min(now_ms, until_ms)
+        while due and due[0][0] <= limit:
             t, key = heapq.heappop(due)
             if self._sched.get(key) != t:
                 continue  # stale: the wait ended or its milestone moved on

@@ -4,11 +4,15 @@ On the local real broker, in one run, on the same pre-produced topic:
 1. bare: an aiokafka consumer fetching in batches and decoding with orjson, nothing else;
 2. pipeline: validate → identity → sessions → SLA → funnel → enriched topic → ClickHouse,
    measured from start of consumption until the sink committed everything (events/s);
-3. latency at a fixed offered load (paced producer): raw append → enriched append, p50/p99,
-   from Kafka's own record timestamps (both CreateTime, same clock);
+3. latency at a fixed offered load (paced producer, each event's ``occurred_at`` set to the wall
+   clock when it is sent, as a live feed): raw append → enriched append, p50/p99, from Kafka's
+   own record timestamps (the raw topic's LogAppendTime, the enriched record's CreateTime: the
+   same host clock);
 4. memory: peak RSS of the worker process, and bytes per active person / open conversation
    measured on the core in-process (tracemalloc);
-5. recovery: kill -9 a worker holding N persons of state, restart, time until it processes again.
+5. recovery: kill -9 a worker holding N persons of state, restart, time until it processes again
+   (static membership, ``TOUCHSTREAM_INSTANCE_ID``, as a supervisor restarting it in place);
+   and the same kill -9 after the pipeline run (its state), the everyday case.
 Prints one table; ``--json FILE`` writes the same figures.
 """
 
@@ -36,7 +40,7 @@ from aiokafka.structs import TopicPartition
 
 from streams.app import topics
 from streams.core.contract import parse_timestamp
-from streams.kafka_admin import delete_topics_with_prefix, describe, ensure_topics
+from streams.kafka_admin import delete_topics_with_prefix, describe
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,7 +58,12 @@ def synthetic_events(n: int, start_ms: int, seed: int = 1) -> Iterator[dict[str,
         yield ev
 
 
-async def _produce(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]], rate: float | None = None) -> None:
+async def _produce(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]], rate: float | None = None,
+                   live: bool = False) -> None:
+    """``rate``: paced to that many events per second; ``live``: each event's ``occurred_at`` is
+    rewritten to the wall clock when it is sent (a live feed, not a replay of history)."""
+    from streams.core.contract import format_timestamp
+
     p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5 if rate is None else 0, acks="all",
                          enable_idempotence=True, max_batch_size=262_144)
     await p.start()
@@ -67,6 +76,10 @@ async def _produce(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes
                 delay = due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
+            if live:
+                ev = orjson.loads(v)
+                ev["occurred_at"] = format_timestamp(time.time_ns() // 1_000_000)
+                v = orjson.dumps(ev)
             pending.append(await p.send(topic, value=v, key=k))
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
@@ -278,12 +291,49 @@ def _pipeline_workers(s: Settings, prefix: str, app_id: str, partitions: int, wo
     sink worker: the embedded ClickHouse engine belongs to one process, as in production with
     ``TOUCHSTREAM_ROLE`` (with a ClickHouse server several sink workers could share the load)."""
     if workers <= 1:
-        return [Worker(_worker_env(s, prefix, app_id, work / "worker", partitions), work / "worker.log")]
-    out = [Worker(_worker_env(s, prefix, app_id, work / f"process-{i}", partitions, TOUCHSTREAM_ROLE="process"),
+        return [Worker(_worker_env(s, prefix, app_id, work / "worker", partitions, TOUCHSTREAM_INSTANCE_ID="w0"),
+                       work / "worker.log")]
+    out = [Worker(_worker_env(s, prefix, app_id, work / f"process-{i}", partitions, TOUCHSTREAM_ROLE="process",
+                              TOUCHSTREAM_INSTANCE_ID=f"p{i}"),
                   work / f"process-{i}.log") for i in range(workers - 1)]
-    out.append(Worker(_worker_env(s, prefix, app_id, work / "sink", partitions, TOUCHSTREAM_ROLE="sink"),
-                      work / "sink.log"))
+    out.append(Worker(_worker_env(s, prefix, app_id, work / "sink", partitions, TOUCHSTREAM_ROLE="sink",
+                                  TOUCHSTREAM_INSTANCE_ID="sink"), work / "sink.log"))
     return out
+
+
+async def offline_rate(feed: Path, work: Path) -> float:
+    """``touchstream process`` over the same events, in a process of its own: events per second."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streams", "-q", "process", str(feed), "--out", str(work / "offline"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"touchstream process failed: {err.decode()[-2000:]}")
+    return float(orjson.loads(out.splitlines()[-1])["events_per_s"])
+
+
+async def restart_after_kill(s: Settings, prefix: str, w: Worker, tenants: list[str]) -> float:
+    """kill -9 ``w``, start it again (same instance id: static membership), and time until one new
+    live event per tenant comes out enriched: how long the pipeline stops after a crash."""
+    from streams.core.contract import format_timestamp
+
+    before = await describe(s.bootstrap, [], prefix=prefix)
+    enriched_before = before["topics"].get(prefix + topics.ENRICHED, {}).get("messages", 0)
+    w.stop(kill=True)
+    t0 = time.perf_counter()
+    w.start()
+    now = format_timestamp(int(time.time() * 1000))
+    probes = [(t.encode(), orjson.dumps({
+        "event_id": f"kill-probe-{i}", "tenant_id": t, "occurred_at": now, "channel": "web", "type": "page_view",
+        "identities": {"anonymous_id": f"kill-probe-{i}"}})) for i, t in enumerate(tenants)]
+    await _produce(s.bootstrap, prefix + topics.RAW, probes)
+
+    async def out() -> bool:
+        info = await describe(s.bootstrap, [], prefix=prefix)
+        return info["topics"].get(prefix + topics.ENRICHED, {}).get("messages", 0) >= enriched_before + len(probes)
+
+    await _wait(out, 600, "processing after kill -9", w)
+    return time.perf_counter() - t0
 
 
 async def pipeline_phase(s: Settings, events: int, partitions: int, rate: float, work: Path,
@@ -291,20 +341,27 @@ async def pipeline_phase(s: Settings, events: int, partitions: int, rate: float,
     prefix, app_id = _new_run("bench")
     group = {t: topics.consumer_group(app_id, t) for t in (topics.RAW, topics.VALID, topics.ENRICHED)}
     raw = prefix + topics.RAW
-    await ensure_topics(s.bootstrap, [prefix + t for t in topics.ALL], partitions, s.replication, s)
-    start_ms = int(time.time() * 1000) - 3_600_000
+    await _topics(s, prefix, app_id, partitions)
+    # the run's event times end about now, so the latency run that follows (live event times)
+    # continues them: a jump of an hour would close every session of the first run in one tick
+    rate_guess = max(50.0, events / 600)
+    start_ms = int(time.time() * 1000) - int((events / rate_guess * 1.2 + 60) * 1000)
     generated = list(synthetic_events(events, start_ms))
     payloads = [(e["tenant_id"].encode(), orjson.dumps(e)) for e in generated]
     events = len(payloads)
-    # the latency run continues this event time: a jump of an hour would close every session of
-    # the first run in one tick, a backlog event that says nothing about steady-state latency
     continue_ms = max(parse_timestamp(e["occurred_at"]) for e in generated) + 1000
+    tenants = sorted({e["tenant_id"] for e in generated})
     del generated
+    feed = work / "bench-feed.jsonl"
+    feed.write_bytes(b"\n".join(v for _, v in payloads) + b"\n")
     await _produce(s.bootstrap, raw, payloads)
     result: dict[str, Any] = {"events": events, "partitions": partitions, "workers": workers}
 
     # 1. bare consumer
     result["bare_events_per_s"] = round(await bare_consumer(s.bootstrap, raw, events))
+    _progress(result)
+    # the same events through the offline core (touchstream process), for comparison
+    result["offline_events_per_s"] = round(await offline_rate(feed, work))
     _progress(result)
 
     # 2. full pipeline on the same topic
@@ -338,7 +395,7 @@ async def pipeline_phase(s: Settings, events: int, partitions: int, rate: float,
                         for e in synthetic_events(n_lat, continue_ms, seed=2)]
         ports = [w.env["TOUCHSTREAM_WEB_PORT"] for w in ws]
         before = [_scrape(p) for p in ports]
-        await _produce(s.bootstrap, raw, lat_payloads, rate=rate)
+        await _produce(s.bootstrap, raw, lat_payloads, rate=rate, live=True)
         await _wait(drained, 600, "latency run to drain", *ws)
         for i, (port, prior) in enumerate(zip(ports, before, strict=True)):
             # where the tail comes from: loop stalls, batch and tick durations during the latency run
@@ -354,6 +411,10 @@ async def pipeline_phase(s: Settings, events: int, partitions: int, rate: float,
         if len(rss) > 1:  # per role: which side holds the memory
             result["peak_rss_mb_all_workers"] = round(sum(rss.values()), 1)
             result.update({f"peak_rss_mb_{name.replace('-', '_')}": round(mb, 1) for name, mb in rss.items()})
+        _progress(result)
+
+        # 4. kill -9 the processing worker holding this run's state, restart it in place
+        result["kill9_to_processing_s"] = round(await restart_after_kill(s, prefix, ws[0], tenants), 2)
         _progress(result)
     finally:
         for w in ws:
@@ -400,16 +461,24 @@ async def _latencies(bootstrap: str, prefix: str, ids: set[str]) -> list[float]:
     return [float(enr_ts[e] - raw_ts[e]) for e in enr_ts if e in raw_ts]
 
 
+async def _topics(s: Settings, prefix: str, app_id: str, partitions: int) -> None:
+    """The run's topics as a worker creates them (raw with LogAppendTime, a compacted changelog)."""
+    from dataclasses import replace
+
+    await topics.ensure_all(replace(s, topic_prefix=prefix, app_id=app_id, partitions=partitions))
+
+
 async def _recovery(s: Settings, persons: int, partitions: int, work: Path) -> dict[str, Any]:
     prefix, app_id = _new_run("rec")
-    await ensure_topics(s.bootstrap, [prefix + t for t in topics.ALL], partitions, s.replication, s)
+    await _topics(s, prefix, app_id, partitions)
     raw = prefix + topics.RAW
     base = "2026-01-01T00:00:00Z"
     payloads = [(f"t{i % 8}".encode(), orjson.dumps({
         "event_id": f"r{i}", "tenant_id": f"t{i % 8}", "occurred_at": base, "channel": "web", "type": "page_view",
         "identities": {"anonymous_id": f"a{i}"}})) for i in range(persons)]
     await _produce(s.bootstrap, raw, payloads)
-    env = _worker_env(s, prefix, app_id, work / "recovery", partitions, TOUCHSTREAM_ROLE="process")
+    env = _worker_env(s, prefix, app_id, work / "recovery", partitions, TOUCHSTREAM_ROLE="process",
+                      TOUCHSTREAM_INSTANCE_ID=f"{app_id}-w1")
     w = Worker(env, work / "recovery.log")
     w.start()
     await _wait(lambda: _lag_zero(s.bootstrap, app_id, prefix + topics.VALID), 1800, "state build-up", w)
@@ -444,7 +513,7 @@ async def sla_timers(s: Settings, conversations: int, partitions: int, work: Pat
     breach = Kafka append time of its ``sla.events`` record − its due time (what a pager sees,
     before notifier delivery)."""
     prefix, app_id = _new_run("sla")
-    await ensure_topics(s.bootstrap, [prefix + t for t in topics.ALL], partitions, s.replication, s)
+    await _topics(s, prefix, app_id, partitions)
     env = _worker_env(s, prefix, app_id, work / "sla", partitions)
     w = Worker(env, work / "sla.log")
     w.start()
@@ -599,6 +668,7 @@ def print_table(res: dict[str, Any]) -> None:
          res.get("pipeline_events_per_s")),
         ("   after the first output (events/s)", res.get("pipeline_events_per_s_after_start")),
         ("   ratio pipeline / bare", res.get("ratio")),
+        ("   offline core, touchstream process (events/s)", res.get("offline_events_per_s")),
         (f"3. latency p50 at {res.get('latency_offered_events_per_s')} ev/s (ms)", res.get("latency_p50_ms")),
         ("   latency p99 (ms)", res.get("latency_p99_ms")),
         ("4. worker peak RSS (MB)", res.get("peak_rss_mb")),
@@ -607,6 +677,7 @@ def print_table(res: dict[str, Any]) -> None:
         ("   MB per 100k active persons", res.get("mb_per_100k_persons")),
         ("   bytes per open conversation", res.get("bytes_per_open_conversation")),
         ("   MB per 100k open conversations", res.get("mb_per_100k_conversations")),
+        ("   kill -9 → processing again, pipeline run's state (s)", res.get("kill9_to_processing_s")),
         (f"5. recovery with {res.get('recovery_persons')} persons (s)", res.get("recovery_s")),
         (f"6. SLA breach lateness p50, {res.get('sla_open_conversations')} open conversations (ms)",
          res.get("sla_fire_late_p50_ms")),

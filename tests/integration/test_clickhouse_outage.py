@@ -17,12 +17,8 @@ the middle of it:
 - after the outage every count in ClickHouse equals the ground truth exactly: touchpoints, closed
   sessions, identity merges, funnel minutes and the FINAL rollup views ``funnel_hourly`` / ``funnel_daily``.
 
-The restart variant used to stall: a worker that *started* with a sink backlog got messages twice
-from Faust, whose skipped-offset "gap" bookkeeping then put offsets into the acked list twice and
-made the commit crawl one offset per interval. Gaps are no longer recorded
-(``patch_consumer`` in ``streams/app/offsets.py``), and the variant is a plain test again; the
-sink has since moved off Faust altogether (one plain consumer group per table,
-``streams/app/stage.py``), and the committed offsets checked here are those groups'.
+The restart variant covers a worker that *starts* with a sink backlog; the committed offsets
+checked here are the sink groups' (one plain consumer group per table, ``streams/runtime/stage.py``).
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -36,7 +37,7 @@ from aiokafka import AIOKafkaProducer
 from streams.core.contract import MAX_DEPTH, Rejection, format_timestamp, validate
 from streams.core.deadletter import MAX_ORIGINAL_BYTES
 from tests.conftest import ROOT, WorkerProc, ch_query, start_worker, wait_until
-from tests.kafka_util import message_count, read_all, stage_lag
+from tests.kafka_util import message_count, produce, read_all, stage_lag
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -48,6 +49,9 @@ MAX_BYTES = 262_144  # TOUCHSTREAM_MAX_MESSAGE_BYTES, set explicitly in the work
 MAX_FUTURE_S = 900
 TENANTS = ("acme", "globex", "initech", "umbrella", "tenant-ü", "t.5")
 DLQ_SCHEMA = json.loads((ROOT / "schemas" / "dlq.v1.json").read_text())
+#: reasons of the stages after validation (their inputs are internal topics, not the raw feed)
+LATER_STAGE_REASONS = {"invalid_internal", "sink_unmappable", "unreadable_page"}
+RAW_REASONS = [r for r in DLQ_SCHEMA["properties"]["reason"]["enum"] if r not in LATER_STAGE_REASONS]
 
 Msg = tuple[bytes | None, bytes | None]  # key, value (None = tombstone)
 
@@ -395,7 +399,7 @@ def test_hostile_input_at_volume(pipeline_env: dict[str, str], tmp_path: Path, w
     expected = Counter(o for o in outcome if o not in ("valid", "dup"))
     assert sum(expected.values()) == N_BAD and outcome.count("dup") == N_DUP and outcome.count("valid") == N_VALID
     # every reason of the DLQ contract is exercised, and the categories known by construction are there in bulk
-    assert set(expected) == set(DLQ_SCHEMA["properties"]["reason"]["enum"]), set(expected)
+    assert set(expected) == set(RAW_REASONS), set(expected)
     assert expected["oversized"] >= 5 and expected["invalid_utf8"] >= 8_000 and expected["future_timestamp"] >= 2_000
 
     # cross-check of the generator with the core validator, in-process, with the worker's limits
@@ -435,7 +439,7 @@ def test_hostile_input_at_volume(pipeline_env: dict[str, str], tmp_path: Path, w
     assert m['touchstream_events_in_total{topic="touchpoints.raw"}'] == len(msgs)
     assert m['touchstream_events_out_total{topic="touchpoints.valid"}'] == N_VALID + N_DUP
     assert m["touchstream_duplicates_total"] == N_DUP
-    reasons = DLQ_SCHEMA["properties"]["reason"]["enum"]
+    reasons = RAW_REASONS
     got_metric = {r: m.get(f'touchstream_dlq_total{{reason="{r}"}}', 0.0) for r in reasons}
     assert got_metric == {r: float(expected[r]) for r in got_metric}
     assert m['touchstream_sink_rows_total{table="touchpoints"}'] == N_VALID
@@ -474,3 +478,32 @@ def test_hostile_input_at_volume(pipeline_env: dict[str, str], tmp_path: Path, w
     assert {r[0] for r in ch_query(env, "SELECT event_id FROM {db}.touchpoints")} == ids
     print(f"\nhostile: generated+checked {t_gen:.1f}s, produced {len(msgs)} ({n_huge} huge) at {t_produced:.1f}s, "
           f"drained at {t_drained:.1f}s, total {time.monotonic() - t0:.1f}s")
+
+
+def test_bad_records_on_internal_topics_are_dead_lettered_not_fatal(pipeline_env: dict[str, str], tmp_path: Path,
+                                                                    workers: list[WorkerProc]) -> None:
+    """Something other than the validate stage writes ``touchpoints.valid``, and something else an
+    output topic: each bad record becomes a dead letter with the later stage's reason, the worker
+    goes on, and the good records around them are processed."""
+    env = pipeline_env
+    prefix, bootstrap = env["TOUCHSTREAM_TOPIC_PREFIX"], env["KAFKA_BOOTSTRAP_SERVERS"]
+    w = start_worker(env, tmp_path / "worker.log", workers)
+    good = {"event_id": "g-1", "tenant_id": "acme", "occurred_at": "2026-01-01T10:00:00Z", "channel": "web",
+            "type": "page_view", "identities": {"anonymous_id": "a1"}}
+    produce(bootstrap, prefix + "touchpoints.valid", [(b"acme", b"not json"), (b"acme", b'{"tenant_id": 3}')])
+    produce(bootstrap, prefix + "sessions.closed", [(b"p", b'{"session_id": []}')])
+    produce(bootstrap, prefix + "touchpoints.raw", [(b"acme", orjson.dumps(good))])
+    dlq_topic = prefix + "touchpoints.dlq"
+    wait_until(lambda: message_count(bootstrap, dlq_topic) >= 3, 120, what="three dead letters", explain=w.tail)
+    letters = [orjson.loads(v) for _, v, _ in read_all(bootstrap, dlq_topic)]
+    assert sorted((d["reason"], d["source"]["topic"]) for d in letters) == [
+        ("invalid_internal", prefix + "touchpoints.valid"), ("invalid_internal", prefix + "touchpoints.valid"),
+        ("sink_unmappable", prefix + "sessions.closed")]
+    for d in letters:
+        jsonschema.validate(d, DLQ_SCHEMA)
+    wait_until(lambda: message_count(bootstrap, prefix + "touchpoints.enriched") >= 1, 60, what="the good event")
+    m = scrape(env["TOUCHSTREAM_WEB_PORT"])
+    assert m['touchstream_dlq_total{reason="invalid_internal"}'] == 2
+    assert m['touchstream_dlq_total{reason="sink_unmappable"}'] == 1
+    assert w.alive(), w.tail()
+    assert w.stop() == 0, w.tail()

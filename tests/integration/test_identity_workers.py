@@ -84,10 +84,8 @@ def final_person(pid: str, merged_into: dict[str, str]) -> str:
     return pid
 
 
-@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
-def test_two_workers_one_killed(store: str, pipeline_env: dict[str, str], tmp_path: Path,
-                                workers: list[WorkerProc]) -> None:
-    env = dict(pipeline_env, TOUCHSTREAM_IDLE_ADVANCE_S="100000", TOUCHSTREAM_STORE=store)
+def test_two_workers_one_killed(pipeline_env: dict[str, str], tmp_path: Path, workers: list[WorkerProc]) -> None:
+    env = dict(pipeline_env, TOUCHSTREAM_IDLE_ADVANCE_S="100000")
     prefix, bootstrap = env["TOUCHSTREAM_TOPIC_PREFIX"], env["KAFKA_BOOTSTRAP_SERVERS"]
     group = env["TOUCHSTREAM_APP_ID"]
     p1 = start_worker(dict(env, TOUCHSTREAM_ROLE="process"), tmp_path / "p1.log", workers)

@@ -32,6 +32,18 @@ def assigned(port: str) -> list[int]:
     return list(orjson.loads(body or b"{}").get("assigned_partitions", []))
 
 
+def tasks_activated(port: str) -> dict[str, float]:
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {"reused": 0.0, "restored": 0.0}
+    for line in text.splitlines():
+        if line.startswith("touchstream_tasks_activated_total{"):
+            how = line.split('how="', 1)[1].split('"', 1)[0]
+            out[how] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def test_add_and_remove_a_worker_mid_run(pipeline_env: dict[str, str], tmp_path: Path,
                                          workers: list[WorkerProc]) -> None:
     env = dict(pipeline_env, TOUCHSTREAM_IDLE_ADVANCE_S="100000")
@@ -58,6 +70,10 @@ def test_add_and_remove_a_worker_mid_run(pipeline_env: dict[str, str], tmp_path:
     produce(bootstrap, prefix + "touchpoints.raw", msgs[third:2 * third])
     wait_until(lambda: assigned(p2_env["TOUCHSTREAM_WEB_PORT"]) and assigned(p1_env["TOUCHSTREAM_WEB_PORT"]), 90,
                what="both workers to own partitions")
+    # the partitions the first worker kept came straight back from their parked tasks (an eager
+    # rebalance revokes everything): only the ones it had not held were read from the changelog
+    wait_until(lambda: tasks_activated(p1_env["TOUCHSTREAM_WEB_PORT"])["reused"] >= 1, 60,
+               what="the first worker to reuse a parked task", explain=p1.tail)
 
     # remove it again mid-run: its partitions (and their state) go back to the first worker
     produce(bootstrap, prefix + "touchpoints.raw", msgs[2 * third:])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.app import gc_policy
-from streams.app.gc_policy import FREEZE_EVERY_S, FULL_EVERY_S, GcPolicy
+from streams.runtime import gc_policy
+from streams.runtime.gc_policy import FREEZE_EVERY_S, FULL_EVERY_S, GcPolicy
 
 
 def test_freezes_regularly_and_collects_fully_once_per_interval(monkeypatch: Any) -> None:

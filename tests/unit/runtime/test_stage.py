@@ -15,7 +15,7 @@ from typing import Any
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import TopicPartition
 
-from streams.app.stage import Stage, _Listener
+from streams.runtime.stage import Stage, _Listener
 from streams.settings import Settings
 
 T = "p.touchpoints.raw"

@@ -1,6 +1,6 @@
 """Live board shaping: a real Pipeline fed a few events → the JSON the board endpoints serve.
 
-The snapshot/shaping functions are what the HTTP handlers call under ``rt.lock``; testing them on
+The snapshot/shaping functions are what the HTTP handlers call under the worker's lock; testing them on
 a real core (not hand-written state) keeps them honest about the store layouts they read.
 """
 
@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from streams.app import board
 from streams.core.model import Touchpoint
 from streams.core.pipeline import Pipeline, PipelineConfig
 from streams.core.stages import STAGES
 from streams.settings import Settings
+from streams.web import board
 
 T0 = 1_773_000_000_000  # 2026-03-08T20:00:00Z, a window boundary
 S = 1000
@@ -246,8 +246,13 @@ class FailingClickHouse:
 
 
 def fake_runtime(role: str, pipeline: Pipeline) -> Any:
-    return SimpleNamespace(settings=Settings.from_env({}, role=role), pipeline=pipeline, lock=asyncio.Lock(),
-                           ready=True, clickhouse=FailingClickHouse())
+    """A worker as the board sees it: its process stage's tasks (one here) and its lock."""
+    process = None
+    if role != "sink":
+        processor = SimpleNamespace(stores=pipeline.stores, pipeline=pipeline)
+        process = SimpleNamespace(processors=lambda: [processor], ready=True)
+    return SimpleNamespace(settings=Settings.from_env({}, role=role), process=process, lock=asyncio.Lock(),
+                           clickhouse=FailingClickHouse())
 
 
 def test_a_process_worker_answers_from_memory_and_a_clickhouse_failure_falls_back() -> None:

@@ -10,21 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
 
 from streams import metrics
-
-if TYPE_CHECKING:
-    from streams.app.runtime import Runtime
 
 PROBE_S = 0.05
 
 
-def register(rt: Runtime) -> None:
-    @rt.app.task
-    async def loop_lag() -> None:
-        observe = metrics.LOOP_LAG.observe
-        while True:
-            t0 = time.perf_counter()
-            await asyncio.sleep(PROBE_S)
-            observe(max(0.0, time.perf_counter() - t0 - PROBE_S))
+async def probe_loop_lag() -> None:
+    observe = metrics.LOOP_LAG.observe
+    while True:
+        t0 = time.perf_counter()
+        await asyncio.sleep(PROBE_S)
+        observe(max(0.0, time.perf_counter() - t0 - PROBE_S))

@@ -97,7 +97,9 @@ from streams.core.stages import STAGE_INDEX, STAGES
 from streams.core.state import Store
 
 if TYPE_CHECKING:
-    from streams.app.runtime import Runtime
+    from aiohttp import web
+
+    from streams.app.worker import Worker
 
 PAGE_PATH = Path(__file__).resolve().parent / "static" / "board.html"
 #: ``since`` above this is refused: a board query shares the single ClickHouse thread with the sink.
@@ -172,7 +174,7 @@ def tenant_param(raw: str | None) -> str | None:
     return raw or None
 
 
-# --- snapshots: call with rt.lock held; they copy, so shaping can run after releasing it ----------
+# --- snapshots: call with the worker's lock held; they copy, so shaping runs after releasing it ----
 
 
 def snapshot_open_waits(store: Store, tenant: str | None = None) -> list[dict[str, Any]]:
@@ -377,9 +379,16 @@ def _now_ms() -> int:
 class Board:
     """Picks each answer's source for this worker's role and keeps ClickHouse answers briefly."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Worker) -> None:
         self.rt = rt
         self._cache: dict[tuple[Any, ...], tuple[float, Any]] = {}
+
+    def _stores(self, namespace: str) -> list[Store]:
+        """That namespace's store of every task this worker runs (call with the lock held)."""
+        st = self.rt.process
+        if st is None:
+            return []
+        return [p.stores[namespace] for p in st.processors()]
 
     @property
     def processing(self) -> bool:
@@ -391,7 +400,7 @@ class Board:
 
     def _head(self, source: str) -> dict[str, Any]:
         return {"generated_at": _now_ms(), "role": self.rt.settings.role, "source": source,
-                "state_recovered": self.rt.ready or not self.processing}
+                "state_recovered": self.rt.process is None or self.rt.process.ready}
 
     async def _clickhouse(self, key: tuple[Any, ...], fn: Any, *args: Any) -> Any:
         hit = self._cache.get(key)
@@ -407,11 +416,11 @@ class Board:
 
     async def _waits(self, tenant: str | None) -> list[dict[str, Any]]:
         async with self.rt.lock:
-            return snapshot_open_waits(self.rt.pipeline.stores["sla"], tenant)
+            return [w for store in self._stores("sla") for w in snapshot_open_waits(store, tenant)]
 
     async def _memory_anomalies(self, tenant: str | None) -> list[dict[str, Any]]:
         async with self.rt.lock:
-            return snapshot_open_anomalies(self.rt.pipeline.stores["anomaly"], tenant)
+            return [a for store in self._stores("anomaly") for a in snapshot_open_anomalies(store, tenant)]
 
     async def anomalies(self, tenant: str | None) -> tuple[str, list[dict[str, Any]], str | None]:
         """(source, open anomalies, error): memory where the detector runs, else ClickHouse."""
@@ -436,10 +445,15 @@ class Board:
                 return _with_error(body, anomaly_error)
             except Exception as exc:  # fall back to what memory has
                 error = _error(exc)
+        snap: dict[str, dict[str, tuple[int, set[str]]]] = {}
+        first: int | None = None
+        end: int | None = None
         async with self.rt.lock:
-            snap, first, end = snapshot_funnel(
-                self.rt.pipeline.stores["funnel"], self.rt.settings.funnel_window_ms, tenant, now - since_s * 1000
-            )
+            for store in self._stores("funnel"):  # a tenant lives in one task: the snapshots are disjoint
+                part, f, e = snapshot_funnel(store, self.rt.settings.funnel_window_ms, tenant, now - since_s * 1000)
+                snap.update(part)
+                first = f if first is None or (f is not None and f < first) else first
+                end = e if end is None or (e is not None and e > end) else end
         body = {**self._head("memory" if self.processing else "unavailable"), "since_s": since_s,
                 "window": {"from": first, "to": end},
                 **funnel_payload(funnel_counts_from_snapshot(snap), anomalies)}
@@ -485,40 +499,41 @@ def load_page() -> str:
     return PAGE_PATH.read_text(encoding="utf-8")
 
 
-def register(rt: Runtime) -> None:
-    """Add ``/board`` and ``/api/*`` to the worker's web server."""
-    app = rt.app
+def routes(rt: Worker) -> list[tuple[str, Any]]:
+    """``/board`` and ``/api/*`` as (path, aiohttp handler) pairs for the worker's web server."""
+    from aiohttp import web
+
+    from streams.web.server import json_response
+
     board = Board(rt)
     page_cache: list[str] = []
 
-    def denied(web: Any, request: Any, allow_query: bool = False) -> Any | None:
+    def denied(request: web.Request, allow_query: bool = False) -> web.Response | None:
         query_token = request.query.get("token") if allow_query else None
         if authorized(request.headers, rt.settings.web_token, query_token):
             return None
-        return web.json({"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"})
+        return json_response({"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"})
 
-    @app.page("/board")
-    async def board_page(web: Any, request: Any) -> Any:
-        refused = denied(web, request, allow_query=True)
+    async def board_page(request: web.Request) -> web.Response:
+        refused = denied(request, allow_query=True)
         if refused is not None:
             return refused
         if not page_cache:
             page_cache.append(load_page())
-        return web.html(page_cache[0], headers=dict(PAGE_HEADERS))
+        return web.Response(text=page_cache[0], content_type="text/html", headers=dict(PAGE_HEADERS))
 
-    def api(path: str, handler: Any) -> None:
-        async def view(web: Any, request: Any) -> Any:
-            refused = denied(web, request)
+    def api(handler: Any) -> Any:
+        async def view(request: web.Request) -> web.Response:
+            refused = denied(request)
             if refused is not None:
                 return refused
             try:
                 body = await handler(request.query)
             except BadRequest as exc:
-                return web.json({"error": str(exc)}, status=400)
-            return web.json(body, headers={"Cache-Control": "no-store"})
+                return json_response({"error": str(exc)}, status=400)
+            return json_response(body, headers={"Cache-Control": "no-store"})
 
-        view.__name__ = "api_" + path.strip("/").replace("/", "_")
-        app.page(path)(view)
+        return view
 
     async def funnel(q: Mapping[str, str]) -> dict[str, Any]:
         return await board.funnel(tenant_param(q.get("tenant")), parse_since_param(q.get("since")))
@@ -532,7 +547,10 @@ def register(rt: Runtime) -> None:
     async def anomalies_open(q: Mapping[str, str]) -> dict[str, Any]:
         return await board.open_anomalies(tenant_param(q.get("tenant")))
 
-    api("/api/funnel", funnel)
-    api("/api/sla/open", sla_open)
-    api("/api/sla/breaches", sla_breaches)
-    api("/api/anomalies/open", anomalies_open)
+    return [
+        ("/board", board_page),
+        ("/api/funnel", api(funnel)),
+        ("/api/sla/open", api(sla_open)),
+        ("/api/sla/breaches", api(sla_breaches)),
+        ("/api/anomalies/open", api(anomalies_open)),
+    ]

@@ -1,15 +1,10 @@
-"""Stateless stages (validate, the ClickHouse sink) on plain aiokafka consumer groups.
+"""Stateless stages (validate, the ClickHouse sink, page delivery) on plain aiokafka consumer groups.
 
-Why not Faust agents: a stage that keeps no table gains nothing from Faust's per-message
-machinery (conductor hand-off, channel queue, an ``Event`` per message, a loop turn per message
-in the stream iterator, sensors, per-message acks), and py-spy showed that machinery, paid
-once per crossing, to be most of the worker's CPU: each input event crossed it three to four
-times (raw, valid, enriched and the other sink topics). The stateful stage (identity,
-sessions, SLA, funnel) stays a Faust agent: it needs Faust's table, changelog and recovery.
-Here a batch is one ``getmany`` (or a few, up to the batch size or age), one handler call and
-one commit — the shape of the bare consumer the benchmark compares against.
+A batch is one ``getmany`` (or a few, up to the batch size or age), one handler call and one
+commit: the shape of the bare consumer the benchmark compares against. No state, so no
+changelog and no restore; the stateful stage is :mod:`streams.runtime.stateful`.
 
-Guarantees (the same as the agents had):
+Guarantees:
 - offsets are committed only after the handler returned ``True``: the batch's outputs are
   acknowledged by the brokers (validate) or its rows are in ClickHouse (sink). A crash before
   the commit re-reads the batch: at-least-once, which downstream absorbs (the process stage
@@ -25,7 +20,7 @@ Guarantees (the same as the agents had):
   that keeps retrying for longer than ``max.poll.interval`` (5 min) makes aiokafka leave the
   group, so the partitions move on; when the batch finally lands its commit is refused
   (``touchstream_commit_failures_total``) and the new owner's re-read collapses in ClickHouse;
-- an unexpected handler error ends the process (crash-only, :mod:`streams.app.guard`).
+- an unexpected handler error ends the process (crash-only, :mod:`streams.runtime.guard`).
 """
 
 from __future__ import annotations
@@ -41,8 +36,8 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from streams import metrics
-from streams.app.guard import CANCEL_GRACE_S, complete, die
-from streams.kafka_admin import client_kwargs
+from streams.runtime.consumer import group_consumer
+from streams.runtime.guard import CANCEL_GRACE_S, complete, die
 
 if TYPE_CHECKING:
     from aiokafka.structs import ConsumerRecord
@@ -51,7 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STOP_TIMEOUT_S = CANCEL_GRACE_S + 5  # a batch in flight gets the agents' grace, then the group is left
+STOP_TIMEOUT_S = CANCEL_GRACE_S + 5  # a batch in flight gets the guard's grace, then the group is left
 
 #: ``handle(records, keep_trying)`` → True once the batch is done (commit it), False if abandoned.
 Handler = Callable[[list["ConsumerRecord[bytes, bytes]"], Callable[[], bool]], Awaitable[bool]]
@@ -89,28 +84,17 @@ class Stage:
                 out[(tp.topic, tp.partition)] = max(0, high - self.committed.get(tp, 0))
         return out
 
-    def _consumer(self) -> AIOKafkaConsumer:
-        s = self.settings
-        return AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap,
-            group_id=self.group,
-            client_id=f"{s.app_id}-{self.name}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 << 20,
-            fetch_max_bytes=32 << 20,
-            session_timeout_ms=int(s.group_session_timeout_s * 1000),
-            heartbeat_interval_ms=int(max(1.0, s.group_session_timeout_s / 5) * 1000),
-            **client_kwargs(s),
-        )
+    @property
+    def ready(self) -> bool:
+        return self.consumer is not None
 
     async def run(self) -> None:
         """The stage's loop (a task of the worker); returns after :meth:`stop`.
 
-        Crash-only like the agents: an error escaping the loop ends the process, because a
-        worker whose stage silently stopped would look healthy while its lag grows."""
+        Crash-only: an error escaping the loop ends the process, because a worker whose stage
+        silently stopped would look healthy while its lag grows."""
         try:
-            c = self.consumer = self._consumer()
+            c = self.consumer = group_consumer(self.settings, self.group, self.name)
             c.subscribe(self.topics, listener=_Listener(self))
             await c.start()
             log.info("stage %s consuming %s as group %s", self.name, ",".join(self.topics), self.group)

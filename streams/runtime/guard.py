@@ -1,16 +1,15 @@
 """Crash-only batch completion: a batch is either finished or the process is gone.
 
-Faust's ``take_events`` acks a batch in a ``finally`` block — also when the loop body raised or
-the agent was cancelled. An ack that was not earned lets Faust commit offsets whose outputs or
-ClickHouse rows may not exist: silent loss. So every agent runs its batch through
-:func:`complete`:
+A batch that failed half-way (outputs sent, state not written) must not be followed by a
+commit or by the next batch: the state would no longer match the outputs. So every stage runs
+its batches and ticks through :func:`complete`:
 
 - an unexpected error ends the process at once with exit code 70 (``os._exit``: no commit, no
   shutdown hooks that could commit). The supervisor (compose ``restart:``, systemd, k8s)
-  restarts the worker, which resumes from the last committed offsets; outputs are
-  at-least-once and state is deduplicated, so the replay is exact;
-- a cancellation (shutdown, rebalance) does not abandon a half-sent batch: the batch runs to
-  its end (bounded), then the cancellation proceeds.
+  restarts the worker, which restores state and position from the changelog and goes on:
+  outputs are at-least-once and state is applied exactly once;
+- a cancellation (shutdown) does not abandon a half-sent batch: the batch runs to its end
+  (bounded), then the cancellation proceeds.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from typing import Any, NoReturn, TypeVar
 
 log = logging.getLogger(__name__)
 
-#: How long a cancelled agent waits for its in-flight batch (a produce retry loop may be running).
+#: How long a cancelled stage waits for its in-flight batch (a produce retry loop may be running).
 CANCEL_GRACE_S = 60.0
 EXIT_CODE = 70  # EX_SOFTWARE
 T = TypeVar("T")

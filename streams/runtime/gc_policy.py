@@ -1,6 +1,6 @@
 """Keep Python's cyclic garbage collector from stopping the event loop for a second.
 
-A worker holds millions of long-lived objects (the core's state, Faust's table copy). CPython's
+A worker holds millions of long-lived objects (the core's state of every task). CPython's
 full (generation 2) collection walks all of them: ~0.5 s for the state of 100k open conversations
 alone, ~1-1.5 s in the worker, every ~10 s under load - it showed up as the whole p99 of SLA
 breach lateness (breaches fired within ~10 ms otherwise). The state is plain dicts and lists that

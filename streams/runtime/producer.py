@@ -1,17 +1,16 @@
 """The hot path's producer: records grouped per partition into aiokafka batches, one future each.
 
-Why not Faust's ``topic.send_soon``: it costs a ``FutureMessage``, a buffer hop, a task and an
-``AIOKafkaProducer.send`` per record — with ~4 records produced per input event (valid,
-enriched, ~2.4 changelog keys) that per-record machinery was most of the worker's CPU. Here a
-batch of records costs one ``BatchBuilder`` per partition (Cython) and one future, per the
-aiokafka "batch producer" API (``create_batch`` / ``send_batch``).
+Why batches: ~4 records are produced per input event (valid, enriched, ~2 changelog keys), and
+``AIOKafkaProducer.send`` per record costs a future and an accumulator lookup each. Here a batch
+of records costs one ``BatchBuilder`` per partition (Cython) and one future, per the aiokafka
+"batch producer" API (``create_batch`` / ``send_batch``).
 
-One producer per worker, our own: ``acks=all`` and idempotence on, so a broker failover never
-loses or duplicates a record inside a batch (Faust's producer enables idempotence only for
-transactions). Callers await :meth:`BatchSender.send` before acking the input; that — not
-Faust's flush-before-commit — is what keeps offsets behind durable outputs. A failed send is
-retried whole on a fresh producer: records that did land are written again, which every
-consumer of these topics tolerates (ClickHouse collapses them; state writes are idempotent).
+One producer per worker: ``acks=all`` and idempotence on, so a broker failover never loses or
+duplicates a record inside a batch. Callers await :meth:`BatchSender.send` before they persist
+state or commit input offsets (:mod:`streams.runtime.checkpoint`): that is what keeps offsets
+behind durable outputs. A failed send is retried whole on a fresh producer: records that did
+land are written again, which every consumer of these topics tolerates (ClickHouse collapses
+them; state writes are idempotent).
 
 Partitioning matches Kafka's default partitioner (murmur2 of the key, positive, modulo the
 partition count), so a record sent here lands where a Java or aiokafka client would put it;
@@ -46,7 +45,7 @@ MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 class RecordTooLarge(RuntimeError):
     """A record exceeds the size limit: fatal (the batch guard ends the worker), never retried."""
-Record = tuple[bytes | None, bytes | None]  # key, value
+Record = tuple[bytes | None, bytes | None, int | None]  # key, value, timestamp (ms; None = now)
 
 
 @lru_cache(maxsize=262_144)
@@ -106,24 +105,28 @@ class KafkaOut:
 class BatchSender:
     """Collects records, then sends them as one batch per partition and waits for all acks.
 
-    Not shared between agents or stages: each owns one, fills it, and awaits :meth:`send`.
+    Not shared between stages: each owns one, fills it, and awaits :meth:`send`.
     """
 
     def __init__(self, out: KafkaOut) -> None:
         self.out = out
-        self._keyed: dict[str, list[tuple[bytes, bytes | None]]] = {}
+        self._keyed: dict[str, list[Record]] = {}
         self._placed: dict[tuple[str, int], list[Record]] = {}
         self._rr = itertools.count()
         self.pending = 0
 
-    def add(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
-        """Queue a record; with ``partition=None`` it goes where the default partitioner would put it."""
+    def add(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
+            timestamp_ms: int | None = None) -> None:
+        """Queue a record; with ``partition=None`` it goes where the default partitioner would put it.
+
+        ``timestamp_ms`` sets the record's CreateTime (the validate stage passes the raw record's,
+        so a backlog keeps its age downstream); None lets the producer stamp the wall clock."""
         if partition is not None:
-            self._placed.setdefault((topic, partition), []).append((key, value))
+            self._placed.setdefault((topic, partition), []).append((key, value, timestamp_ms))
         elif key is None:
-            self._placed.setdefault((topic, -1), []).append((key, value))
+            self._placed.setdefault((topic, -1), []).append((key, value, timestamp_ms))
         else:
-            self._keyed.setdefault(topic, []).append((key, value))
+            self._keyed.setdefault(topic, []).append((key, value, timestamp_ms))
         self.pending += 1
 
     async def send(self) -> dict[tuple[str, int], int]:
@@ -134,8 +137,8 @@ class BatchSender:
         self._placed, self._keyed, self.pending = {}, {}, 0
         for topic, records in keyed.items():
             n = await self.out.partitions(topic)
-            for key, value in records:
-                placed.setdefault((topic, key_partition(key, n)), []).append((key, value))  # type: ignore[arg-type]
+            for rec in records:
+                placed.setdefault((topic, key_partition(rec[0], n)), []).append(rec)  # type: ignore[arg-type]
         for (topic, partition) in [tp for tp in placed if tp[1] == -1]:
             n = await self.out.partitions(topic)
             for rec in placed.pop((topic, partition)):
@@ -147,7 +150,7 @@ class BatchSender:
             except (MessageSizeTooLargeError, RecordTooLargeError) as exc:  # the same records will never fit
                 raise RecordTooLarge(
                     f"a record of this batch exceeds the broker's or topic's size limit ({exc!r}); retrying cannot "
-                    f"help. State values must stay under MAX_RECORD_BYTES ({MAX_RECORD_BYTES}): see README, limits"
+                    f"help. State values must stay under MAX_RECORD_BYTES ({MAX_RECORD_BYTES}): see docs/design.md"
                 ) from exc
             except KafkaError as exc:  # a broker is down or a leader moved: same records again, on a fresh producer
                 metrics.PRODUCE_RETRIES.inc()
@@ -166,12 +169,12 @@ class BatchSender:
         for (topic, partition), records in placed.items():
             batch = producer.create_batch()
             count = 0
-            for key, value in records:
-                if batch.append(key=key, value=value, timestamp=None) is None:  # full: ship it, start another
+            for key, value, ts in records:
+                if batch.append(key=key, value=value, timestamp=ts) is None:  # full: ship it, start another
                     futures.append(((topic, partition), count, await ship(batch, topic, partition)))
                     batch = producer.create_batch()
                     count = 0
-                    batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any one record
+                    batch.append(key=key, value=value, timestamp=ts)  # an empty batch takes any one record
                 count += 1
             futures.append(((topic, partition), count, await ship(batch, topic, partition)))
         results = await asyncio.gather(*(f for _, _, f in futures))
