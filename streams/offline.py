@@ -6,13 +6,22 @@ so SLA deadlines and watermarks advance as the events say). Output files are wri
 sorted keys, so the same input gives the same bytes.
 
 Pseudonymisation (``PipelineConfig.pseudonyms``) applies here exactly as live: it sits in
-``Pipeline.drain``. ``dlq.jsonl`` keeps the original lines, like the live dead-letter topic.
+``Pipeline.drain``. ``dlq.jsonl`` keeps the original lines, like the live dead-letter topic;
+letters of events the core refused (``too_late``, ``future_timestamp``) carry the event as
+validated, as they do live.
+
+A backfill is history: the same future bound applies as live (``PipelineConfig.max_future_ms``,
+TOUCHSTREAM_MAX_FUTURE_S), against the wall clock at processing time, in the validation and
+again in the core. Without it one event dated 9999 moved its tenant's watermark (and the replay
+clock, hence every tenant's SLA deadlines) to year 9999. Output bytes therefore depend on the
+clock only for events dated within the bound of "now", i.e. not for history.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -62,6 +71,8 @@ class _Writers:
         self.counts: dict[str, int] = {attr: 0 for attr, _ in OUTPUT_FILES}
 
     def write(self, out: Outputs) -> None:
+        for letter in out.dead_letters:
+            self.dlq.write(_dumps(letter))
         for attr, _ in OUTPUT_FILES:
             records = getattr(out, attr)
             if records:
@@ -82,9 +93,13 @@ def run(
     source: str = "file",
     progress: Progress | None = None,
     total_bytes: int | None = None,
+    wall_clock: Callable[[], int] | None = None,
 ) -> Summary:
     """``progress``: told the line count (and the fraction of ``total_bytes`` read) every
-    ``PROGRESS_EVERY`` lines and at the end; it only reports, it never changes the outputs."""
+    ``PROGRESS_EVERY`` lines and at the end; it only reports, it never changes the outputs.
+    ``wall_clock``: epoch ms now (default: the system clock), read per line for the future bound."""
+    config = config or PipelineConfig()
+    now = wall_clock or _now_ms
     pipeline = Pipeline(config)
     writers = _Writers(out_dir)
     summary = Summary()
@@ -101,7 +116,8 @@ def run(
             if not raw.strip():
                 continue
             summary.lines += 1
-            res = validate(raw, now_ms=None, source=(source, 0, lineno))
+            wall = now()
+            res = validate(raw, now_ms=wall, max_future_ms=config.max_future_ms, source=(source, 0, lineno))
             if isinstance(res, Rejection):
                 summary.dead_lettered += 1
                 at = clock or 0
@@ -115,9 +131,11 @@ def run(
             if clock >= next_tick:
                 pipeline.tick(clock, wall=False)
                 next_tick = clock - clock % TICK_MS + TICK_MS
-            pipeline.process(res)
+            pipeline.process(res, received_ms=wall)
             out = pipeline.drain()
             summary.duplicates += out.duplicates
+            summary.dead_lettered += len(out.dead_letters)
+            summary.valid -= len(out.dead_letters)
             writers.write(out)
         if clock is not None:
             pipeline.tick(clock, wall=False)
@@ -131,8 +149,17 @@ def run(
     return summary
 
 
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 def process_file(
-    path: Path, out_dir: Path, config: PipelineConfig | None = None, progress: Progress | None = None
+    path: Path,
+    out_dir: Path,
+    config: PipelineConfig | None = None,
+    progress: Progress | None = None,
+    wall_clock: Callable[[], int] | None = None,
 ) -> Summary:
     with open(path, "rb") as fh:
-        return run(fh, out_dir, config, source=path.name, progress=progress, total_bytes=os.fstat(fh.fileno()).st_size)
+        return run(fh, out_dir, config, source=path.name, progress=progress,
+                   total_bytes=os.fstat(fh.fileno()).st_size, wall_clock=wall_clock)

@@ -15,6 +15,8 @@ _TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS \{db\}\.(\w+)")
 _VIEW = re.compile(r"(CREATE (?:OR REPLACE )?VIEW (?:IF NOT EXISTS )?\{db\}\.\w+)")
 _ALTER = re.compile(r"ALTER TABLE \{db\}\.(\w+)")
 _ENGINE = re.compile(r"ENGINE = ReplacingMergeTree\((\w*)\)")
+#: a sorting-key change: the replicated table's own, meaningless (and refused) on its Distributed front
+_ORDER_BY = re.compile(r",\s*MODIFY ORDER BY \(.*\)\s*$", re.S)
 
 
 def cluster_ddl(cluster: str, db: str = "touchstream", raw_ttl_days: int = 400) -> str:
@@ -28,7 +30,8 @@ def cluster_ddl(cluster: str, db: str = "touchstream", raw_ttl_days: int = 400) 
             if alter:  # a column change applies to the replicated table and its Distributed front
                 name = alter.group(1)
                 for target in (f"{name}_local", name):
-                    out.append(stmt.replace(f"{{db}}.{name}", f"{{db}}.{target} ON CLUSTER '{cluster}'", 1) + ";")
+                    change = stmt if target != name else _ORDER_BY.sub("", stmt)
+                    out.append(change.replace(f"{{db}}.{name}", f"{{db}}.{target} ON CLUSTER '{cluster}'", 1) + ";")
             elif m:
                 name = m.group(1)
                 local = stmt.replace(f"{{db}}.{name}", f"{{db}}.{name}_local ON CLUSTER '{cluster}'", 1)

@@ -3,6 +3,15 @@
 Why explicit column lists: the sink inserts positional rows (fastest path in
 clickhouse-connect); naming the columns here keeps DDL, topic contract and insert in sync
 and a mismatch fails loudly at the first insert instead of shifting columns.
+
+Why an identity per table: every table is a ReplacingMergeTree, which keeps one row per sorting
+key. That is how a re-delivered record (at-least-once topics, a re-cut sink batch) collapses,
+and it is also how distinct records were lost when the key named too little (anomalies kept 12
+of 42 records). ``TableSpec.identity`` says what makes a record of the topic distinct; the
+table's key collapses exactly the records with equal identity (docs/data-integrity.md). Where
+the natural key columns do not cover the identity, the row carries ``record_key``, a 64-bit
+hash of the identity appended to the sorting key (schemas/clickhouse/0006_record_keys.sql):
+rows then collapse only when their old key *and* their identity are equal.
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from hashlib import blake2b
 from typing import Any
 
 import orjson
@@ -102,12 +112,33 @@ def anomaly_row(r: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def record_key(identity: tuple[Any, ...]) -> int:
+    """UInt64 hash of a record's identity. Two distinct records collide only if their natural
+    key columns are equal too (the hash is appended to them), so 64 bits are plenty."""
+    return int.from_bytes(blake2b(orjson.dumps(identity), digest_size=8).digest(), "big")
+
+
 @dataclass(frozen=True)
 class TableSpec:
+    """``identity``: the record fields that make a record of the topic distinct (None and ""
+    are one value, as in the table). Records with equal identity are one record: a re-delivery,
+    or a version of it produced again (the newest row wins); different ones never collapse.
+    The reasons per table are with :data:`SPECS` and in docs/data-integrity.md."""
+
     topic: str
     table: str
     columns: tuple[str, ...]
-    to_row: Callable[[dict[str, Any]], tuple[Any, ...]]
+    row: Callable[[dict[str, Any]], tuple[Any, ...]]
+    identity_fields: tuple[str, ...]
+    #: the row ends with ``record_key(identity)`` (the table's sorting key ends with it)
+    keyed: bool = False
+
+    def identity(self, r: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple("" if r.get(f) is None else r[f] for f in self.identity_fields)
+
+    def to_row(self, r: dict[str, Any]) -> tuple[Any, ...]:
+        row = self.row(r)
+        return (*row, record_key(self.identity(r))) if self.keyed else row
 
 
 SPECS: tuple[TableSpec, ...] = (
@@ -115,29 +146,43 @@ SPECS: tuple[TableSpec, ...] = (
         "tenant_id", "event_id", "occurred_at", "channel", "type", "stage", "person_id", "session_id", "session_seq",
         "conversation_id", "agent_id", "team", "campaign_source", "campaign_medium", "campaign_name", "page_url",
         "value_amount", "value_currency", "identities", "properties", "src_topic", "src_partition", "src_offset",
-    ), touchpoint_row),
+        "record_key",
+    ), touchpoint_row,
+        # occurred_at too: an event_id is unique within the dedup window only; the same id reused
+        # later is another event (it was applied), even within the hour of the old key
+        ("tenant_id", "event_id", "occurred_at"), keyed=True),
     TableSpec(topics.SESSIONS, "sessions", (
         "tenant_id", "session_id", "person_id", "started_at", "ended_at", "touchpoints", "channels",
         "first_channel", "first_campaign", "first_page", "last_channel", "last_campaign", "last_page",
         "max_stage", "converted", "merged_session_ids", "late_events",
-    ), session_row),
+    ), session_row, ("tenant_id", "session_id")),  # a hash of (person, first event, its time)
     TableSpec(topics.MERGES, "identity_merges", (
         "tenant_id", "status", "from_person_id", "into_person_id", "reason", "identifier_type", "event_id", "at",
-    ), merge_row),
+        "record_key",
+    ), merge_row,
+        # one decision per pair of persons and event; ``at`` tells a reused event_id apart
+        ("tenant_id", "event_id", "at", "status", "from_person_id", "into_person_id"), keyed=True),
     TableSpec(topics.SLA_EVENTS, "sla_events", (
         "tenant_id", "wait_id", "event", "conversation_id", "channel", "team", "agent_id", "priority", "policy",
-        "kind", "started_at", "due_at", "fired_at", "response_s",
-    ), sla_event_row),
+        "kind", "started_at", "due_at", "fired_at", "response_s", "record_key",
+    ), sla_event_row,
+        # once per wait and milestone; started_at because wait ids restart for a conversation
+        # forgotten (closed_retention_ms) and reopened; not fired_at/emitted_at, which may differ
+        # between deliveries of one milestone
+        ("tenant_id", "wait_id", "event", "started_at"), keyed=True),
     TableSpec(topics.RESPONSE_TIMES, "response_times", (
         "tenant_id", "wait_id", "conversation_id", "channel", "team", "agent_id", "priority", "policy", "kind",
-        "started_at", "replied_at", "response_s", "response_wall_s", "target_s", "breached",
-    ), response_time_row),
+        "started_at", "replied_at", "response_s", "response_wall_s", "target_s", "breached", "record_key",
+    ), response_time_row, ("tenant_id", "wait_id", "started_at"), keyed=True),  # one reply ends a wait
     TableSpec(topics.FUNNEL, "funnel_minute", (
         "tenant_id", "window_start", "window_end", "channel", "campaign", "stage", "events", "persons",
         "converted",
-    ), funnel_row),
+    ), funnel_row, ("tenant_id", "window_start", "channel", "campaign", "stage")),  # a window closes once
     TableSpec(topics.ANOMALIES, "anomalies", (
         "anomaly_id", "tenant_id", "channel", "campaign", "stage_from", "stage_to", "kind", "status",
         "window_start", "detected_at", "observed", "expected", "score", "est_lost_conversions",
-    ), anomaly_row),
+    ), anomaly_row,
+        # detected_at: the end of the window whose evaluation raised the record; one record per
+        # incident, status and window (streams/core/anomaly.py)
+        ("tenant_id", "anomaly_id", "status", "detected_at")),
 )

@@ -8,6 +8,7 @@ label and the DLQ record's ``reason``), with a human ``detail``. The JSON Schema
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -24,7 +25,9 @@ from streams.core.model import (
     Touchpoint,
 )
 
-#: Stable rejection reasons (metric labels; documented in README and schemas).
+#: Stable rejection reasons (metric labels; documented in README, schemas/dlq.v1.json and
+#: docs/data-integrity.md). ``too_late`` (and ``future_timestamp`` again, defence in depth) are
+#: given by the processing core (streams/core/pipeline.py), not by this validator.
 REASONS: tuple[str, ...] = (
     "oversized",
     "invalid_utf8",
@@ -38,6 +41,7 @@ REASONS: tuple[str, ...] = (
     "future_timestamp",
     "no_identity",
     "missing_conversation",
+    "too_late",
     "duplicate",
 )
 
@@ -125,19 +129,55 @@ def read_timestamp(text: str) -> int:
     return (datetime.fromisoformat(text) - _EPOCH) // _MS
 
 
+#: A-Z → a-z and nothing else: ``str.lower`` also folds non-ASCII letters, some onto other
+#: valid spellings (KELVIN SIGN → "k", "İ" → "i̇"), which would make two distinct addresses one.
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+#: How a phone number is written: before the first digit at most one "+" (with spaces and "("
+#: around it), then digits and separators. Only such values get the phone normal form; anything else (a WhatsApp id such
+#: as ``wa-c1``, a placeholder such as ``-1``) is kept as written, since dropping its other
+#: characters would merge distinct ids (``wa-c1``/``wa-1`` → ``1``) or make junk (``wa-c0`` → ``0``).
+_PHONE_SYNTAX = re.compile(r"[ (]*(?:\+[ (]*)?[0-9][0-9 ()./-]*")
+_NOT_DIGIT = re.compile(r"[^0-9]")
+
+
 def normalise_email(value: str) -> str:
-    return value.strip().lower()
+    """Surrounding whitespace off, ASCII letters lower-cased: the spellings of one address."""
+    return value.strip().translate(_ASCII_LOWER)
+
+
+def is_phone_syntax(value: str) -> bool:
+    """Written like a phone number (see ``_PHONE_SYNTAX``); leading/trailing whitespace allowed."""
+    return _PHONE_SYNTAX.fullmatch(value.strip()) is not None
 
 
 def normalise_phone(value: str) -> str:
-    """Keep digits; ``00`` international prefix becomes ``+`` so one number has one spelling."""
+    """One spelling per number: separators dropped, ``+`` or a leading ``00`` → ``+``.
+
+    Only for values written like a phone number; any other value is returned stripped and
+    otherwise unchanged (a WhatsApp id that is not a number, a placeholder). So two values map
+    to one only if they are the same number (same digits, both international or both not), and
+    a value with a non-zero digit never becomes an all-zero (junk) one."""
     v = value.strip()
-    digits = "".join(ch for ch in v if ch.isdigit())
-    if v.startswith("+"):
+    if _PHONE_SYNTAX.fullmatch(v) is None:
+        return v
+    digits = _NOT_DIGIT.sub("", v)
+    if "+" in v:
         return "+" + digits
-    if digits.startswith("00"):
+    if digits.startswith("00") and len(digits) > 2:
         return "+" + digits[2:]
     return digits
+
+
+def normalise_identifier(id_type: str, value: str) -> str:
+    """The normal form of one identifier of ``id_type`` (the identity graph joins on it).
+
+    Equal normal forms mean the same identifier: ASCII case and surrounding whitespace for
+    emails, formatting for phone numbers, surrounding whitespace for every other type. Idempotent."""
+    if id_type == "email":
+        return normalise_email(value)
+    if id_type in _PHONE_TYPES:
+        return normalise_phone(value)
+    return value.strip()
 
 
 def _str_field(obj: dict[str, Any], name: str, max_len: int = MAX_ID_LEN) -> str:
@@ -179,6 +219,8 @@ def _too_deep(obj: Any, data: bytes | bytearray) -> bool:
 
 
 def _identities(raw: Any) -> dict[str, str]:
+    """Identifiers are strings: a number is refused, not turned into one (``5`` is no email, and
+    ``4915`` sent as a number has lost any leading zero or ``+``)."""
     if raw is None:
         raise _Invalid("missing_field", "identities is required")
     if not isinstance(raw, dict):
@@ -188,15 +230,11 @@ def _identities(raw: Any) -> dict[str, str]:
         v = raw.get(id_type)
         if v is None:
             continue
-        if isinstance(v, bool) or not isinstance(v, str | int):
+        if not isinstance(v, str):
             raise _Invalid("invalid_field", f"identities.{id_type} must be a string")
-        s = str(v).strip()
+        s = normalise_identifier(id_type, v)
         if len(s) > MAX_IDENTIFIER_LEN:
             raise _Invalid("invalid_field", f"identities.{id_type} longer than {MAX_IDENTIFIER_LEN}")
-        if id_type == "email":
-            s = normalise_email(s)
-        elif id_type in _PHONE_TYPES:
-            s = normalise_phone(s)
         if s:
             out[id_type] = s
     if not out:

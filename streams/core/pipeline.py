@@ -19,8 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from streams.core.anomaly import AnomalyDetector, DetectorConfig
 from streams.core.contract import format_timestamp, to_valid_dict
+from streams.core.deadletter import dlq_record
 from streams.core.dedup import DedupWindow, SourceOffsets
 from streams.core.funnel import FunnelAggregator, FunnelConfig
 from streams.core.identity import IdentityConfig, IdentityGraph
@@ -40,6 +43,9 @@ NAMESPACES: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class PipelineConfig:
+    #: the contract's future bound (TOUCHSTREAM_MAX_FUTURE_S): an event further ahead of the
+    #: processing wall clock is dead-lettered ``future_timestamp``, here as in the validate stage
+    max_future_ms: int = 900_000
     dedup_window_ms: int = 900_000
     session_gap_ms: int = 30 * 60_000
     allowed_lateness_ms: int = 5 * 60_000
@@ -67,12 +73,16 @@ class Outputs:
     pages: list[dict[str, Any]] = field(default_factory=list)
     funnel: list[dict[str, Any]] = field(default_factory=list)
     anomalies: list[dict[str, Any]] = field(default_factory=list)
+    #: events the core refused (schemas/dlq.v1.json records: ``future_timestamp``, ``too_late``)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
     duplicates: int = 0
     late_sessions: int = 0
     late_funnel: int = 0
 
     def clear(self) -> None:
-        for name in ("enriched", "merges", "sessions", "sla", "response_times", "pages", "funnel", "anomalies"):
+        for name in (
+            "enriched", "merges", "sessions", "sla", "response_times", "pages", "funnel", "anomalies", "dead_letters",
+        ):
             getattr(self, name).clear()
         self.duplicates = self.late_sessions = self.late_funnel = 0
 
@@ -104,13 +114,11 @@ class Pipeline:
     def rebuild(self) -> None:
         """Re-derive in-memory indexes after the stores were reloaded from a changelog."""
         self.dedup.rebuild()
-        # The id window infers how far back it is complete from its oldest segment. A changelog
-        # can hold a segment that should be gone: one a previous owner wrote after this state was
-        # read (a batch it finished while losing the partition), which its successor never knew
-        # and so never expired. Such an old bucket would claim the window reaches back to it, and
-        # re-deliveries from the buckets expired in between would pass as new (seen after a
-        # rebalance: sessions of re-published events, hours late). Expire against each tenant's
-        # watermark now, as the tick would have.
+        # A changelog can hold id segments that should be gone: ones a previous owner wrote after
+        # this state was read (a batch it finished while losing the partition), which its
+        # successor never knew and so never expired. Expire against each tenant's event-time
+        # watermark now, as the tick would have, so memory stays bounded. (Which events the window
+        # vouches for depends on the watermark only, never on the segments present: DedupWindow.covers.)
         for tenant, max_seen in list(self.stores["watermark"].items()):
             self.dedup.expire(tenant, max_seen - self.config.allowed_lateness_ms)
         self.sessions.rebuild()
@@ -122,19 +130,38 @@ class Pipeline:
         self._last_window.clear()
 
     # --- event path ---
-    def process(self, tp: Touchpoint, wall_ms: int | None = None) -> None:
+    def process(self, tp: Touchpoint, wall_ms: int | None = None, *, received_ms: int | None = None) -> None:
+        """One event. ``wall_ms``: the live wall clock (the pager's clock, the idle fallback).
+        ``received_ms``: the wall clock bounding event time where it is not ``wall_ms``
+        (offline, whose pager runs on event time); defaults to ``wall_ms``. With neither, the
+        future bound is not checked (unit tests that drive the core in pure event time)."""
         out = self.out
         tenant = tp.tenant_id
-        if self.dedup.seen(tenant, tp.event_id, tp.occurred_at):
-            out.duplicates += 1
-            return
+        cfg = self.config
+        bound_clock = wall_ms if received_ms is None else received_ms
         wm_store = self.stores["watermark"]
         max_seen = wm_store.get(tenant)
-        if self.sources.replayed(tenant, tp.source) and not self.dedup.remembers(tenant, tp.occurred_at):
-            # Re-published by validate, and too old for the id window to say: a re-delivery. (Had
-            # the window still covered its time, the id check above would have caught a repeat;
-            # an unknown id there was never applied, e.g. a recreated raw topic restarted its
-            # offsets, and it goes on.)
+        # Defence in depth for the validate stage's check: no single event may carry a tenant's
+        # watermark past what the contract admits (one event dated 9999 made every later event late).
+        if bound_clock is not None and tp.occurred_at - bound_clock > cfg.max_future_ms:
+            ahead_s = (tp.occurred_at - bound_clock) // 1000
+            self._dead_letter(tp, "future_timestamp", f"occurred_at is {ahead_s} s in the future", wall_ms, max_seen)
+            return
+        if max_seen is not None and not self.dedup.covers(max_seen - cfg.allowed_lateness_ms, tp.occurred_at):
+            # Older than the dedup floor: its id may have been forgotten, so it cannot be told from
+            # a repeat. A re-delivery by validate (source offset already applied) is a duplicate;
+            # anything else is refused with a reason rather than risk counting an event twice.
+            if self.sources.replayed(tenant, tp.source):
+                out.duplicates += 1
+            else:
+                behind_s = (max_seen - cfg.allowed_lateness_ms - cfg.dedup_window_ms - tp.occurred_at) // 1000 + 1
+                self._dead_letter(
+                    tp, "too_late", f"occurred_at is {behind_s} s before the dedup floor (TOUCHSTREAM_DEDUP_WINDOW_S "
+                    f"{cfg.dedup_window_ms // 1000} s + TOUCHSTREAM_ALLOWED_LATENESS_S "
+                    f"{cfg.allowed_lateness_ms // 1000} s behind the tenant's latest event)", wall_ms, max_seen,
+                )
+            return
+        if self.dedup.seen(tenant, tp.event_id, tp.occurred_at):
             out.duplicates += 1
             return
         self.sources.applied(tenant, tp.source)
@@ -178,6 +205,18 @@ class Pipeline:
         enriched["stage"] = stage
         out.enriched.append(enriched)
 
+    def _dead_letter(
+        self, tp: Touchpoint, reason: str, detail: str, wall_ms: int | None, max_seen: int | None
+    ) -> None:
+        """A letter like the validate stage's; the original is the event as validated (the core
+        never sees the raw bytes), which ``touchstream dlq replay`` can re-send as it is."""
+        original = to_valid_dict(tp)
+        original.pop("source", None)  # the letter's own ``source`` says where it came from
+        at = wall_ms if wall_ms is not None else (max_seen if max_seen is not None else tp.occurred_at)
+        self.out.dead_letters.append(
+            dlq_record(reason, detail, orjson.dumps(original), tp.source, at, tp.tenant_id.encode())
+        )
+
     def _route_sla(self, records: list[dict[str, Any]], now_ms: int) -> None:
         for rec in records:
             if rec.get("record") == "response_time":
@@ -207,7 +246,7 @@ class Pipeline:
         ``input_complete_ms``: see :meth:`fire_timers`.
         """
         self.fire_timers(now_ms, input_complete_ms)
-        for tenant, _ in self.stores["watermark"].items():
+        for tenant, max_seen in self.stores["watermark"].items():
             wm = self.watermark(tenant, now_ms if wall else None)
             if wm is None:
                 continue
@@ -217,7 +256,8 @@ class Pipeline:
                 self._emit_funnel(tenant, rows, now_ms)
             else:
                 self._observe_silence(tenant)
-            self.dedup.expire(tenant, wm)
+            # the event-time watermark, not ``wm``: the floor ``process`` checks is computed from it
+            self.dedup.expire(tenant, max_seen - self.config.allowed_lateness_ms)
 
     def fire_timers(self, now_ms: int, input_complete_ms: int | None = None) -> None:
         """SLA warnings/breaches and page windows/escalations due at ``now_ms`` (no watermark work).

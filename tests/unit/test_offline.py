@@ -7,6 +7,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.devtools import simulate
 from streams.offline import OUTPUT_FILES, process_file
@@ -118,3 +120,122 @@ def test_touchstream_process_with_pseudonymisation_emits_no_raw_emails_or_phones
     a, b = ({e["person_id"] for e in _jsonl(p) if e["tenant_id"] == hidden}
             for p in (tmp_path / "out" / "enriched.jsonl", plain / "enriched.jsonl"))
     assert len(a) == len(b) and a != b  # as many persons, under keyed ids
+
+
+# --- issue 18: one bad or repeated event must not change anything else -------------------------
+
+def _outputs(out: Path) -> dict[str, list[dict]]:
+    """Every output file, records without ``source`` (line numbers shift when lines are added)."""
+    return {name: [{k: v for k, v in r.items() if k != "source"} for r in _jsonl(out / name)]
+            for _, name in OUTPUT_FILES}
+
+
+def _with_lines(src: Path, dst: Path, inserts: dict[int, list[bytes]]) -> None:
+    """``src`` with lines added after the given 0-based line numbers."""
+    lines = src.read_bytes().splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        out.extend(inserts.get(i, ()))
+    dst.write_bytes(b"".join(x + b"\n" for x in out))
+
+
+@pytest.mark.parametrize("occurred_at", ["9999-01-01T00:00:00Z", "2026-01-01T00:25:00.001Z", "2100-06-01T00:00:00Z"])
+def test_one_event_from_the_future_changes_nothing_but_its_dead_letter(tmp_path: Path, occurred_at: str) -> None:
+    """The backfill applies the live future bound against the wall clock at processing time: one
+    event dated 9999 moved its tenant's watermark (every later event late) and the replay clock
+    (every tenant's SLA deadlines) to year 9999. Now the outputs are those of the file without it."""
+    events = _feed(tmp_path / "in.jsonl", rate=10)
+    wall = START + 600_000  # "now" = the end of the feed (2026-01-01T00:10Z): the bound is 00:25Z
+    absurd = dict(events[len(events) // 3], event_id="absurd-1", occurred_at=occurred_at)
+    _with_lines(tmp_path / "in.jsonl", tmp_path / "bad.jsonl", {len(events) // 3: [orjson.dumps(absurd)]})
+    process_file(tmp_path / "in.jsonl", tmp_path / "a", wall_clock=lambda: wall)
+    summary = process_file(tmp_path / "bad.jsonl", tmp_path / "b", wall_clock=lambda: wall)
+    assert _outputs(tmp_path / "b") == _outputs(tmp_path / "a")
+    (letter,) = _jsonl(tmp_path / "b" / "dlq.jsonl")
+    assert letter["reason"] == "future_timestamp" and orjson.loads(letter["original"])["event_id"] == "absurd-1"
+    assert summary.dead_lettered == 1 and summary.valid == len(events)
+
+
+def test_an_event_at_the_future_bound_is_history_and_one_past_it_is_refused(tmp_path: Path) -> None:
+    events = _feed(tmp_path / "in.jsonl", rate=5, duration_s=120)
+    wall = START + 120_000
+    at_bound = dict(events[-1], event_id="at-bound", occurred_at="2026-01-01T00:17:00.000Z")  # wall + 900 s
+    past = dict(events[-1], event_id="past-bound", occurred_at="2026-01-01T00:17:00.001Z")
+    _with_lines(tmp_path / "in.jsonl", tmp_path / "edge.jsonl", {len(events) - 1: [orjson.dumps(at_bound),
+                                                                                  orjson.dumps(past)]})
+    process_file(tmp_path / "edge.jsonl", tmp_path / "out", wall_clock=lambda: wall)
+    assert "at-bound" in {e["event_id"] for e in _jsonl(tmp_path / "out" / "enriched.jsonl")}
+    assert [d["reason"] for d in _jsonl(tmp_path / "out" / "dlq.jsonl")] == ["future_timestamp"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["a", "b"]), st.integers(-3_600_000, 900_000), st.booleans(),
+                  st.integers(0, 10**13)),
+        min_size=1, max_size=30,
+    ),
+    live=st.booleans(),
+)
+def test_no_single_event_moves_a_watermark_past_the_contract_bound(
+    steps: list[tuple[str, int, bool, int]], live: bool
+) -> None:
+    """The core's own guard (both paths: the live wall clock, or the backfill's ``received_ms``),
+    for events that did not pass the validate stage's check: each tenant's watermark stays
+    within ``max_future_ms`` of the clock, and events over it are dead-lettered, not applied."""
+    from streams.core.contract import MIN_OCCURRED_MS
+    from streams.core.model import Touchpoint
+    from streams.core.pipeline import Pipeline, PipelineConfig
+
+    p = Pipeline(PipelineConfig(max_future_ms=900_000))
+    clock = START
+    refused = 0
+    for i, (tenant, offset, absurd, far) in enumerate(steps):
+        clock += 1_000
+        at = clock + 900_000 + 1 + far if absurd else max(MIN_OCCURRED_MS, clock + offset)
+        tp = Touchpoint(event_id=f"e{i}", tenant_id=tenant, occurred_at=at, channel="web", type="page_view",
+                        identities={"anonymous_id": f"x{i % 3}"})
+        if live:
+            p.process(tp, clock)
+        else:
+            p.process(tp, received_ms=clock)
+        refused += absurd
+        for _, max_seen in p.stores["watermark"].items():
+            assert max_seen <= clock + 900_000
+    out = p.drain()
+    future = [d for d in out.dead_letters if d["reason"] == "future_timestamp"]
+    assert len(future) == refused
+
+
+def test_a_shuffled_file_with_resent_events_counts_each_event_once(tmp_path: Path) -> None:
+    """The issue's case: a shuffled file and 150 events sent again, from right after the original
+    to the end of the file (an hour later): each counted once in enriched, sessions and funnel, so
+    every output equals the file's without the copies; a copy is a duplicate or, when older than
+    the dedup floor, a ``too_late`` letter."""
+    import random
+
+    events = _feed(tmp_path / "sorted.jsonl", rate=4, duration_s=3600)
+    rng = random.Random(18)
+    lines = (tmp_path / "sorted.jsonl").read_bytes().splitlines()
+    # shuffled: each line moves by up to ~2 min of the feed, a few by up to ~40 min (too late)
+    keyed = sorted(range(len(lines)), key=lambda i: i + rng.uniform(-1000, 1000) * (20 if rng.random() < 0.01 else 1))
+    shuffled = [lines[i] for i in keyed]
+    (tmp_path / "shuffled.jsonl").write_bytes(b"".join(x + b"\n" for x in shuffled))
+    inserts: dict[int, list[bytes]] = {}
+    for src in rng.sample(range(len(shuffled)), 150):
+        inserts.setdefault(rng.randrange(src, len(shuffled)), []).append(shuffled[src])
+    _with_lines(tmp_path / "shuffled.jsonl", tmp_path / "resent.jsonl", inserts)
+
+    process_file(tmp_path / "shuffled.jsonl", tmp_path / "plain")
+    noisy = process_file(tmp_path / "resent.jsonl", tmp_path / "noisy")
+    assert _outputs(tmp_path / "noisy") == _outputs(tmp_path / "plain")
+    enriched = [e["event_id"] for e in _jsonl(tmp_path / "noisy" / "enriched.jsonl")]
+    assert len(enriched) == len(set(enriched))
+    assert sum(s["touchpoints"] for s in _jsonl(tmp_path / "noisy" / "sessions.jsonl")) == len(enriched)
+    plain_letters = _jsonl(tmp_path / "plain" / "dlq.jsonl")
+    letters = _jsonl(tmp_path / "noisy" / "dlq.jsonl")
+    assert plain_letters and {d["reason"] for d in letters} == {"too_late"}  # the shuffle made some too late
+    assert noisy.duplicates + len(letters) - len(plain_letters) == 150
+    assert noisy.duplicates > 0 and len(letters) > len(plain_letters)  # both kinds of copy occurred
+    assert len(enriched) + len(plain_letters) == len(events)  # every event applied once or refused

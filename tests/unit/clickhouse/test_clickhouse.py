@@ -48,12 +48,47 @@ def test_upgrade_adds_cohort_conversion_without_touching_old_rows(chdb_path: Pat
                "campaign": None, "stage": "click", "events": 12, "persons": 10}
         client.insert("funnel_minute", [SPECS_BY_TABLE["funnel_minute"].to_row(row)[:-1]],
                       SPECS_BY_TABLE["funnel_minute"].columns[:-1])
-        assert migrate(client) == ["0005"] and migrate(client) == []
+        assert migrate(client) == [m.version for m in load()][4:] and migrate(client) == []
         insert(client, "funnel_minute", [dict(row, window_start=t + 60_000, window_end=t + 120_000, converted=7)])
         got = client.query(f"SELECT converted FROM {client.db}.funnel_minute ORDER BY window_start")
         assert [r[0] for r in got] == [None, 7]
         hourly = client.query(f"SELECT person_minutes, converted_person_minutes FROM {client.db}.funnel_hourly")
         assert [list(r) for r in hourly] == [[20, 7]]
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS {client.db}")
+
+
+def test_upgrade_to_record_keys_keeps_old_rows_and_separates_distinct_new_ones(chdb_path: Path, tmp_path: Path) -> None:
+    """0006 on a database with rows: old rows stay (record_key 0), the keyed tables' sorting keys
+    end with record_key, and two waits that share a wait id (a conversation reopened after its
+    retention) no longer overwrite each other, while a re-delivery still collapses."""
+    import shutil
+    import uuid
+
+    from streams.clickhouse.migrate import SCHEMA_DIR
+
+    old_dir = tmp_path / "schemas"
+    old_dir.mkdir()
+    for f in sorted(SCHEMA_DIR.glob("*.sql"))[:5]:
+        shutil.copy(f, old_dir / f.name)
+    client = ClickHouse(f"chdb://{chdb_path}", database=f"t_{uuid.uuid4().hex[:10]}")
+    try:
+        migrate(client, old_dir)
+        spec = SPECS_BY_TABLE["sla_events"]
+        t = now_ms() - 3_600_000
+        wait = {"tenant_id": "acme", "wait_id": "acme:c1:1", "event": "breach", "conversation_id": "c1",
+                "channel": "live_chat", "team": "support", "kind": "first_reply", "started_at": t,
+                "due_at": t + 60_000, "fired_at": t + 60_000, "response_s": None}
+        client.insert("sla_events", [spec.row(wait)], spec.columns[:-1])
+        assert "0006" in migrate(client)
+        keys = dict(client.query("SELECT name, sorting_key FROM system.tables WHERE database = {db:String}",
+                                 {"db": client.db}))
+        for s in SPECS:
+            assert keys[s.table].endswith("record_key") == s.keyed, (s.table, keys[s.table])
+        reopened = {**wait, "started_at": t + 40 * 86_400_000, "due_at": t + 40 * 86_400_000 + 60_000}
+        insert(client, "sla_events", [wait, reopened])
+        insert(client, "sla_events", [{**wait, "fired_at": t + 61_000}, reopened])  # re-deliveries
+        assert client.count("sla_events") == 3  # the row from before the upgrade, and the two waits
     finally:
         client.command(f"DROP DATABASE IF EXISTS {client.db}")
 
@@ -155,6 +190,11 @@ def test_cluster_ddl_covers_every_table_with_replicated_and_distributed_forms() 
         assert f"'/clickhouse/tables/{{shard}}/analytics/{table}', '{{replica}}'" in ddl
         assert f"Distributed('prod', 'analytics', '{table}_local', cityHash64(tenant_id))" in ddl
     assert "{db}" not in ddl and "non_replicated" not in ddl
+    # a sorting-key change applies to the replicated table; its Distributed front only gets the column
+    assert "ALTER TABLE analytics.touchpoints_local ON CLUSTER 'prod' ADD COLUMN IF NOT EXISTS record_key UInt64,\n" \
+        "    MODIFY ORDER BY (tenant_id, toStartOfHour(occurred_at), event_id, record_key);" in ddl
+    assert "ALTER TABLE analytics.touchpoints ON CLUSTER 'prod' ADD COLUMN IF NOT EXISTS record_key UInt64;" in ddl
+    assert all("_local ON CLUSTER" in stmt for stmt in ddl.split(";") if "MODIFY ORDER BY" in stmt)
     assert "CREATE VIEW IF NOT EXISTS analytics.funnel_hourly ON CLUSTER 'prod'" in ddl
     # a column added later reaches the replicated table and its Distributed front; views are replaced
     for table in ("funnel_minute_local", "funnel_minute"):

@@ -14,6 +14,7 @@ from streams.core.contract import (
     Rejection,
     format_timestamp,
     from_valid_dict,
+    normalise_email,
     normalise_phone,
     parse_timestamp,
     read_timestamp,
@@ -49,7 +50,7 @@ def reason(obj: object, **kw: object) -> str:
 
 
 def test_valid_event_is_normalised() -> None:
-    tp = check(event(identities={"email": "  Ann@Example.COM ", "phone": "0049 (151) 123-45", "whatsapp_id": 4915}))
+    tp = check(event(identities={"email": "  Ann@Example.COM ", "phone": "0049 (151) 123-45", "whatsapp_id": "4915"}))
     assert isinstance(tp, Touchpoint)
     assert tp.occurred_at == parse_timestamp("2026-11-25T09:00:00.250Z")
     assert tp.identities == {"email": "ann@example.com", "phone": "+4915112345", "whatsapp_id": "4915"}
@@ -89,6 +90,11 @@ def test_unknown_fields_are_kept_and_round_trip() -> None:
         (event(identities=["a"]), "invalid_field"),
         (event(identities={"email": ["a"]}), "invalid_field"),
         (event(identities={"email": True}), "invalid_field"),
+        # identifiers are strings: a number is refused, never coerced ("5" is no email)
+        (event(identities={"email": 5}), "invalid_field"),
+        (event(identities={"whatsapp_id": 4915}), "invalid_field"),
+        (event(identities={"user_id": 1.5}), "invalid_field"),
+        (event(identities={"anonymous_id": {"a": 1}}), "invalid_field"),
         (event(type="message_in"), "missing_conversation"),
         (event(type="message_out", conversation={"agent_id": "x"}), "missing_conversation"),
         (event(type="message_in", conversation={"id": "c", "priority": "asap"}), "invalid_field"),
@@ -122,10 +128,24 @@ def test_conversation_defaults() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "norm"), [("+49 151 1234", "+491511234"), ("0049151", "+49151"), ("(555) 123", "555123"), ("", "")]
+    ("raw", "norm"),
+    [
+        ("+49 151 1234", "+491511234"), ("0049151", "+49151"), ("(555) 123", "555123"), ("", ""),
+        ("(+49) 151-12.34", "+491511234"), ("+(49) 151", "+49151"), ("00", "00"), ("0", "0"),
+        # not written like a number: kept as written, so distinct ids stay distinct and never become junk
+        ("wa-c1", "wa-c1"), ("wa-1", "wa-1"), ("wa-c0", "wa-c0"), ("-1", "-1"), ("１２３", "１２３"),
+        ("49 151 ext 7", "49 151 ext 7"), ("+", "+"), ("1+2", "1+2"),
+    ],
 )
 def test_phone_normalisation(raw: str, norm: str) -> None:
     assert normalise_phone(raw) == norm
+
+
+def test_email_folds_ascii_case_only() -> None:
+    assert normalise_email("  Ann@Example.COM ") == "ann@example.com"
+    # str.lower() folds the Kelvin sign onto "k" and "İ" onto "i̇": distinct addresses would meet
+    assert normalise_email("\u212a@x.io") != normalise_email("k@x.io")
+    assert normalise_email("İ@x.io") == "İ@x.io" != normalise_email("i\u0307@x.io")
 
 
 @settings(max_examples=400, deadline=None)

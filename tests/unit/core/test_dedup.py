@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -147,8 +148,122 @@ def test_a_stale_segment_left_by_a_previous_owner_does_not_extend_the_window() -
     stores["dedup"].put(f"t|{events[1].occurred_at}|9999", ["zombie"])  # the stale segment
     restored = Pipeline(stores=stores)
     restored.rebuild()
-    assert not restored.dedup.remembers("t", events[2].occurred_at)
+    assert f"t|{events[1].occurred_at}|9999" not in restored.stores["dedup"]  # expired at the reload
     for e in events[2:]:  # validate re-publishes from an old commit
         restored.process(e)
     again = restored.drain()
     assert again.enriched == [] and again.sessions == [] and again.duplicates == 8
+
+
+# --- the dedup floor: ids are held for every event time an event is still applied at --------
+
+FLOOR = 5 * MIN + 15 * MIN  # allowed lateness + dedup window (the defaults)
+
+
+def test_window_covers_exactly_from_the_floor_and_expiry_keeps_everything_it_covers() -> None:
+    d = DedupWindow(MemoryStore(), window_ms=15 * MIN)
+    for at in range(0, 120 * MIN, 7_000):
+        d.seen("t", f"e{at}", at)
+    wm = 100 * MIN
+    d.expire("t", wm)
+    assert d.covers(wm, wm - 15 * MIN) and not d.covers(wm, wm - 15 * MIN - 1)
+    for at in range(0, 120 * MIN, 7_000):
+        if d.covers(wm, at):
+            assert d.seen("t", f"e{at}", at), at  # every id the floor vouches for is still held
+
+
+def test_an_event_older_than_the_floor_is_dead_lettered_too_late_and_changes_nothing() -> None:
+    p = Pipeline()
+    p.process(tp(1, 60 * MIN, 1))
+    p.process(tp(2, 60 * MIN - FLOOR, 2))  # exactly at the floor: applied
+    before = {ns: dict(s.items()) for ns, s in p.stores.items()}
+    p.process(tp(3, 60 * MIN - FLOOR - 1, 3))  # one ms older: refused
+    out = p.drain()
+    assert [e["event_id"] for e in out.enriched] == ["e1", "e2"]
+    (letter,) = out.dead_letters
+    assert letter["reason"] == "too_late" and letter["source"] == {"topic": "raw", "partition": 0, "offset": 3}
+    assert orjson.loads(letter["original"])["event_id"] == "e3" and "source" not in orjson.loads(letter["original"])
+    assert {ns: dict(s.items()) for ns, s in p.stores.items()} == before  # no state touched
+    # a re-delivery (its raw offset was applied) that old is a duplicate, not a letter
+    p.process(tp(2, 60 * MIN - FLOOR, 2))
+    p.process(tp(1, 60 * MIN, 1))
+    again = p.drain()
+    assert again.enriched == [] and again.dead_letters == [] and again.duplicates == 2
+
+
+def test_the_floor_follows_event_time_not_the_idle_fallback() -> None:
+    """Live, an idle tenant's watermark follows the wall clock; expiring ids with it would forget
+    ids the floor (event time) still accepts events for: a repeat would then be applied twice."""
+    p = Pipeline()
+    wall = 60 * MIN + 1_000
+    p.process(tp(1, 60 * MIN, 1), wall_ms=wall)
+    p.tick(wall + 3 * 3_600_000, wall=True)  # idle for 3 h of wall time: sessions close
+    p.process(tp(1, 60 * MIN, 7), wall_ms=wall + 3 * 3_600_000)  # the producer re-sends it
+    out = p.drain()
+    assert [e["event_id"] for e in out.enriched] == ["e1"] and out.duplicates == 1
+    assert len(out.sessions) == 1 and out.dead_letters == []
+
+
+def run_offline(lines: list[bytes]) -> dict[str, list[dict]]:
+    import tempfile
+    from pathlib import Path
+
+    from streams.offline import OUTPUT_FILES, run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run(lines, Path(tmp), source="feed")
+        return {name: [orjson.loads(x) for x in (Path(tmp) / name).read_bytes().splitlines()]
+                for name in [n for _, n in OUTPUT_FILES] + ["dlq.jsonl"]}
+
+
+def event_line(i: int, at: int, person: int, tenant: str = "t") -> bytes:
+    from streams.core.contract import format_timestamp
+
+    etype = ("ad_click", "page_view", "form_submit")[i % 3]
+    return orjson.dumps({"event_id": f"e{i}", "tenant_id": tenant, "occurred_at": format_timestamp(at),
+                         "channel": "ads" if etype == "ad_click" else "web", "type": etype,
+                         "identities": {"anonymous_id": f"a{person}"}, "campaign": {"name": "c"}})
+
+
+def without_source(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "source"} for r in records]
+
+
+BASE = 1_767_225_600_000
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    gaps=st.lists(st.sampled_from([1_000, 20_000, 3 * MIN, 25 * MIN]), min_size=4, max_size=40),
+    data=st.data(),
+)
+def test_resent_events_count_once_however_late_they_come(gaps: list[int], data: st.DataObject) -> None:
+    """A shuffled feed, and copies of some of its events re-sent later in the file (seconds to
+    hours of event time after their original): each event is enriched at most once, in one
+    session, counted once in the funnel; the outputs are exactly those of the feed without the
+    copies, which only add duplicates or ``too_late`` letters."""
+    at, events = BASE, []
+    for i, gap in enumerate(gaps):
+        at += gap
+        events.append((i, at, data.draw(st.integers(0, 3), label="person")))
+    order = data.draw(st.permutations(events), label="arrival order") if data.draw(st.booleans()) else events
+    feed = [event_line(*e) for e in order]
+    resent = feed[:]
+    for _ in range(data.draw(st.integers(1, 10), label="copies")):
+        i = data.draw(st.integers(0, len(feed) - 1))
+        resent.insert(data.draw(st.integers(resent.index(feed[i]) + 1, len(resent))), feed[i])
+    plain, noisy = run_offline(feed), run_offline(resent)
+
+    enriched_ids = [e["event_id"] for e in noisy["enriched.jsonl"]]
+    assert len(enriched_ids) == len(set(enriched_ids))
+    assert sum(s["touchpoints"] for s in noisy["sessions.jsonl"]) == len(enriched_ids)
+    for name in ("enriched.jsonl", "sessions.jsonl", "funnel.jsonl", "merges.jsonl", "anomalies.jsonl"):
+        assert without_source(noisy[name]) == without_source(plain[name]), name
+    extra = noisy["dlq.jsonl"][len(plain["dlq.jsonl"]):]
+    assert all(letter["reason"] == "too_late" for letter in noisy["dlq.jsonl"])
+    assert len(noisy["dlq.jsonl"]) >= len(plain["dlq.jsonl"]) and all(
+        orjson.loads(x["original"])["event_id"] in {f"e{i}" for i, _, _ in events} for x in extra
+    )
+    # an event is either applied once or refused (every copy of it) for being older than the floor
+    refused = {orjson.loads(x["original"])["event_id"] for x in plain["dlq.jsonl"]}
+    assert refused.isdisjoint(enriched_ids) and len(refused) + len(enriched_ids) == len(events)

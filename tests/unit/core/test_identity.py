@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 from hashlib import blake2b
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.core.contract import Rejection, is_phone_syntax, normalise_identifier, validate
 from streams.core.identity import (
     IdentityConfig,
     IdentityGraph,
@@ -15,6 +18,7 @@ from streams.core.identity import (
     event_person_id,
     person_id_for,
 )
+from streams.core.model import IDENTITY_TYPES
 from streams.core.state import MemoryStore
 
 T = "acme"
@@ -420,3 +424,146 @@ def test_ids_can_depend_on_which_event_founds_the_person() -> None:
     assert g1.person_of(T, "phone", "+1") == pid("anonymous_id", "a")
     assert g2.person_of(T, "phone", "+1") == pid("phone", "+1")
     assert set(partition(g1, [b]).values()) == set(partition(g2, [b]).values())
+
+
+# --- identifier normalisation (streams.core.contract): what the graph joins on ------------------
+#
+# Each test draws *underlying* identifiers (what a person is), renders them as producers write
+# them, and checks that the normal form depends on the underlying identifier only: equal for the
+# spellings of one identifier, different for different ones (injective), never junk for a real
+# one, always junk for a placeholder, and stable when applied again.
+
+SEPARATORS = st.sampled_from([" ", "-", ".", "/", "(", ")", " (", ") ", ""])
+SPACE = st.text(alphabet=" \t\n\u00a0\u2003", max_size=2)
+ALL_TYPES = st.sampled_from(IDENTITY_TYPES)
+
+
+@st.composite
+def phone_number(draw: st.DrawFn, nonzero: bool = False) -> tuple[bool, str]:
+    """(international, significant digits); a national number never starts with 00 (that *is* +)."""
+    intl = draw(st.booleans())
+    digits = draw(st.text(alphabet="0123456789", min_size=1, max_size=15))
+    if not intl and digits.startswith("00"):
+        digits = digits[1:]
+    if nonzero and not digits.strip("0"):
+        digits = digits[:-1] + draw(st.sampled_from("123456789"))
+    return intl, digits
+
+
+@st.composite
+def written_phone(draw: st.DrawFn, number: tuple[bool, str]) -> str:
+    intl, digits = number
+    prefix = draw(st.sampled_from(["+", "00", "(+", "+(", "+ "])) if intl else draw(st.sampled_from(["", "("]))
+    body = "".join(d + draw(SEPARATORS) for d in digits[:-1]) + digits[-1] + draw(st.sampled_from(["", ")", " "]))
+    return draw(SPACE) + prefix + body + draw(SPACE)
+
+
+def canonical_phone(number: tuple[bool, str]) -> str:
+    intl, digits = number
+    return ("+" if intl else "") + digits
+
+
+#: ids that are not phone numbers (WhatsApp business ids, CRM handles): they contain a letter
+OTHER_ID = st.text(alphabet="abcwAZ019-_.:+ é", min_size=1, max_size=12).filter(
+    lambda s: any(c.isalpha() for c in s) and s == s.strip()
+)
+
+
+@st.composite
+def written_email(draw: st.DrawFn, address: str) -> str:
+    """The address with any of its ASCII letters upper-cased and whitespace around it."""
+    flips = draw(st.lists(st.booleans(), min_size=len(address), max_size=len(address)))
+    body = "".join(c.upper() if f and "a" <= c <= "z" else c for c, f in zip(address, flips, strict=True))
+    return draw(SPACE) + body + draw(SPACE)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), numbers=st.lists(phone_number(), min_size=2, max_size=4))
+def test_phone_spellings_of_one_number_normalise_alike_and_different_numbers_differently(
+    data: st.DataObject, numbers: list[tuple[bool, str]]
+) -> None:
+    for id_type in ("phone", "whatsapp_id"):
+        written = [(n, data.draw(written_phone(n))) for n in numbers + numbers]  # two spellings each
+        for n, w in written:
+            assert normalise_identifier(id_type, w) == canonical_phone(n), w
+        for (n1, w1), (n2, w2) in itertools.combinations(written, 2):
+            same = normalise_identifier(id_type, w1) == normalise_identifier(id_type, w2)
+            assert same == (canonical_phone(n1) == canonical_phone(n2)), (w1, w2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), ids=st.lists(st.one_of(OTHER_ID, phone_number().map(canonical_phone)), min_size=2,
+                                     max_size=6, unique=True))
+def test_whatsapp_ids_that_are_not_numbers_keep_their_raw_form_and_never_meet_a_number(
+    data: st.DataObject, ids: list[str]
+) -> None:
+    """``wa-c1``/``wa-1`` used to become ``1`` (one person from two); distinct ids stay distinct."""
+    for id_type in ("whatsapp_id", "phone"):
+        normal = []
+        for raw in ids:
+            written = raw if not is_phone_syntax(raw) else data.draw(written_phone((raw[0] == "+", raw.lstrip("+"))))
+            norm = normalise_identifier(id_type, data.draw(SPACE) + written + data.draw(SPACE))
+            if not is_phone_syntax(raw):
+                assert norm == raw  # kept as written (whitespace around it aside)
+            normal.append(norm)
+        assert len(set(normal)) == len(ids)  # injective on distinct identifiers
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), addresses=st.lists(st.text(alphabet="abxyz09._+-@KİßÄä\u212a", min_size=1, max_size=12)
+                                          .filter(lambda s: s == s.strip() and not any("A" <= c <= "Z" for c in s)),
+                                          min_size=2, max_size=5, unique=True))
+def test_email_spellings_fold_ascii_case_only(data: st.DataObject, addresses: list[str]) -> None:
+    """Distinct addresses stay distinct: only A-Z fold (``str.lower`` maps the Kelvin sign onto "k")."""
+    normal = []
+    for address in addresses:
+        for _ in range(2):
+            assert normalise_identifier("email", data.draw(written_email(address))) == address
+        normal.append(normalise_identifier("email", address))
+    assert len(set(normal)) == len(addresses)
+
+
+@settings(max_examples=500, deadline=None)
+@given(id_type=ALL_TYPES, raw=st.text(max_size=20) | st.text(alphabet="0+-()./ 19abNUL", max_size=12))
+def test_normalisation_is_idempotent_and_keeps_junk_junk_and_real_ids_real(id_type: str, raw: str) -> None:
+    g, _ = graph()
+    norm = normalise_identifier(id_type, raw)
+    assert normalise_identifier(id_type, norm) == norm
+    # junk in its own terms: a placeholder word or zero-ish id, or a phone number that is all zeros
+    zero_number = id_type in ("phone", "whatsapp_id") and is_phone_syntax(raw) and not raw.strip(" 0+-()./")
+    assert g.is_junk(norm) == (g.is_junk(raw) or zero_number), (raw, norm)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), number=phone_number(nonzero=True), word=st.sampled_from(sorted(IdentityConfig().junk_values)))
+def test_a_real_number_never_becomes_junk_and_a_placeholder_always_is(
+    data: st.DataObject, number: tuple[bool, str], word: str
+) -> None:
+    g, _ = graph()
+    for id_type in ("phone", "whatsapp_id"):
+        assert not g.is_junk(normalise_identifier(id_type, data.draw(written_phone(number))))
+        zeros = (number[0], "0" * len(number[1]))
+        assert g.is_junk(normalise_identifier(id_type, data.draw(written_phone(zeros))))
+    flips = data.draw(st.lists(st.booleans(), min_size=len(word), max_size=len(word)))
+    placeholder = "".join(c.upper() if f else c for c, f in zip(word, flips, strict=True))
+    for id_type in IDENTITY_TYPES:
+        assert g.is_junk(normalise_identifier(id_type, data.draw(SPACE) + placeholder + data.draw(SPACE)))
+
+
+def test_distinct_whatsapp_ids_through_the_contract_are_distinct_persons() -> None:
+    """The issue's example end to end: ``wa-c1`` and ``wa-1`` are two people, ``wa-c0`` is one
+    person on every event (it was ``0``, junk: a new throw-away person each time)."""
+    g, _ = graph()
+
+    def person(event_id: str, whatsapp_id: object) -> str | Rejection:
+        res = validate(orjson.dumps({
+            "event_id": event_id, "tenant_id": T, "occurred_at": "2026-01-01T00:00:00Z", "channel": "whatsapp",
+            "type": "identify", "identities": {"whatsapp_id": whatsapp_id},
+        }))
+        return res if isinstance(res, Rejection) else g.resolve(T, res.identities, event_id, 1).person_id
+
+    assert person("e1", "wa-c1") != person("e2", "wa-1")
+    assert person("e3", "wa-c0") == person("e4", " wa-c0 ") == pid("whatsapp_id", "wa-c0")
+    assert person("e5", "+49 151 1234") == person("e6", "0049151-1234") == pid("whatsapp_id", "+491511234")
+    rejected = person("e7", 491511234)
+    assert isinstance(rejected, Rejection) and rejected.reason == "invalid_field"
