@@ -24,6 +24,9 @@ INVALID_INTERNAL = "invalid_internal"
 SINK_UNMAPPABLE = "sink_unmappable"
 #: a page on ``sla.pages`` could not be read
 UNREADABLE_PAGE = "unreadable_page"
+#: every reason given after the validate stage (the core's own, ``too_late``, is in
+#: ``streams.core.contract.REASONS``)
+LATER_STAGE_REASONS: tuple[str, ...] = (INVALID_INTERNAL, SINK_UNMAPPABLE, UNREADABLE_PAGE)
 
 
 def queue_dead_letter(sender: BatchSender, settings: Settings, reason: str, detail: str, rec: Any,

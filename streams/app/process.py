@@ -14,6 +14,7 @@ it may still hold the reply.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any
 
@@ -83,8 +84,14 @@ class PipelineProcessor:
             n += len(records)
         for rec, detail, at in self._dead:
             queue_dead_letter(sender, self.settings, INVALID_INTERNAL, detail, rec, at)
-        n += len(self._dead)
-        stats["dlq"] = stats.get("dlq", 0) + len(self._dead)
+        dlq = self.settings.topic(topics.DLQ)
+        for letter in out.dead_letters:  # events the core refused (too_late, future_timestamp)
+            key = letter.get("key_b64")
+            sender.add(dlq, None if key is None else base64.b64decode(key), dumps(letter))
+            metrics.DLQ.labels(letter["reason"]).inc()
+        dead = len(self._dead) + len(out.dead_letters)
+        n += dead
+        stats["dlq"] = stats.get("dlq", 0) + dead
         self._dead.clear()
         _observe(out)
         return n

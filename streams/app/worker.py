@@ -64,6 +64,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
     return PipelineConfig(
         paging=paging_config(os.environ),
         dedup_window_ms=settings.dedup_window_ms,
+        max_future_ms=settings.max_future_ms,
         session_gap_ms=settings.session_gap_ms,
         allowed_lateness_ms=settings.allowed_lateness_ms,
         idle_advance_ms=settings.idle_advance_ms,

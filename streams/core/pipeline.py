@@ -37,7 +37,7 @@ from streams.core.state import MemoryStore
 
 #: Namespaces of persistent state; each is one MemoryStore and one key prefix in the changelog.
 NAMESPACES: tuple[str, ...] = (
-    "dedup", "source", "watermark", "identity", "sessions", "sla", "paging", "funnel", "anomaly",
+    "dedup", "source", "watermark", "clock", "identity", "sessions", "sla", "paging", "funnel", "anomaly",
 )
 
 
@@ -109,6 +109,8 @@ class Pipeline:
         self._last_wall: dict[str, int] = {}
         # tenant -> latest window start handed to the detector (silence detection; re-learnt after restart)
         self._last_window: dict[str, int] = {}
+        # the latest occurred_at of any event: offline, the replay's clock (live, the wall clock is)
+        self._event_clock = 0
 
     # --- recovery ---
     def rebuild(self) -> None:
@@ -170,6 +172,11 @@ class Pipeline:
             max_seen = tp.occurred_at
         if wall_ms is not None:
             self._last_wall[tenant] = wall_ms
+        if tp.occurred_at > self._event_clock:
+            self._event_clock = tp.occurred_at
+        # when (wall clock live, replay clock offline) the tenant's event time was last heard of:
+        # its SLA clock runs on from there (``tenant_clock``)
+        self.stores["clock"].put(tenant, self._event_clock if wall_ms is None else wall_ms)
 
         res = self.identity.resolve(tenant, tp.identities, tp.event_id, tp.occurred_at)
         for merge in res.merges:
@@ -266,8 +273,24 @@ class Pipeline:
         a breach is not held back by the tick period. ``input_complete_ms``: the shell knows no
         input older than this is still unread (its backlog); a deadline after it is held back,
         since the reply that stops it may be in the backlog (None: nothing is outstanding)."""
-        self._route_sla(self.sla.advance(now_ms, input_complete_ms), now_ms)
+        self._route_sla(self.sla.advance(now_ms, input_complete_ms, lambda t: self.tenant_clock(t, now_ms)), now_ms)
         self.out.pages.extend(p.to_dict() for p in self.pager.advance(now_ms))
+
+    def tenant_clock(self, tenant: str, now_ms: int) -> int | None:
+        """How far a tenant's own events have come: its latest ``occurred_at``, moved on by the
+        time passed since it was heard of (None before its first event).
+
+        SLA deadlines are wall-clock promises, but a deadline may fire only once the reply that
+        would stop it can no longer be in what is still to come. Live, a tenant's events carry
+        times near the wall clock and this is the wall clock. A replay of last hour's
+        conversations carries last hour's times: its deadlines fire as its own events pass them,
+        so a reply further down the replay resolves its wait instead of following a false breach
+        (offline, ``now_ms`` is the replay clock and the same rule gives the same records)."""
+        max_seen = self.stores["watermark"].get(tenant)
+        heard = self.stores["clock"].get(tenant)
+        if max_seen is None or heard is None:
+            return None
+        return int(max_seen + max(0, now_ms - heard))
 
     def next_due(self, after_ms: int) -> int | None:
         """Earliest SLA milestone or page window/escalation later than ``after_ms`` (the last

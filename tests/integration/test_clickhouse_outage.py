@@ -37,6 +37,7 @@ import pytest
 from streams.app.topics import consumer_group
 from streams.clickhouse.rows import SPECS
 from tests.conftest import WorkerProc, ch_query, start_worker, wait_until, worker_ready
+from tests.integration.drain import wait_drained
 from tests.integration.exactness import assert_clickhouse_exact, ground_truth, make_events
 from tests.kafka_util import committed_offsets, message_count, produce, topic_counts
 
@@ -234,6 +235,7 @@ def test_clickhouse_write_outage_then_exact_recovery(pipeline_env: dict[str, str
     wait_until(sunk, 120, what="sink to drain after the outage",
                explain=lambda: offsets_report(bootstrap, group, topics))
     recovery_s = time.monotonic() - t_restore
+    wait_drained(env, explain=lambda: offsets_report(bootstrap, group, topics))  # every other sink topic too
     metrics_2 = scrape(env)
     assert w.stop() == 0, w.tail()
 

@@ -49,8 +49,8 @@ MAX_BYTES = 262_144  # TOUCHSTREAM_MAX_MESSAGE_BYTES, set explicitly in the work
 MAX_FUTURE_S = 900
 TENANTS = ("acme", "globex", "initech", "umbrella", "tenant-ü", "t.5")
 DLQ_SCHEMA = json.loads((ROOT / "schemas" / "dlq.v1.json").read_text())
-#: reasons of the stages after validation (their inputs are internal topics, not the raw feed)
-LATER_STAGE_REASONS = {"invalid_internal", "sink_unmappable", "unreadable_page"}
+#: reasons given after validation: by the core (too_late) and by the stages that read internal topics
+LATER_STAGE_REASONS = {"too_late", "invalid_internal", "sink_unmappable", "unreadable_page"}
 RAW_REASONS = [r for r in DLQ_SCHEMA["properties"]["reason"]["enum"] if r not in LATER_STAGE_REASONS]
 
 Msg = tuple[bytes | None, bytes | None]  # key, value (None = tombstone)
@@ -324,7 +324,7 @@ class Hostile:
             at = datetime.fromtimestamp((self.now + 120_000) / 1000, UTC).astimezone(ist)
             e["occurred_at"] = at.isoformat(timespec="milliseconds")
         else:
-            e["identities"]["user_id"] = 10**12 + i  # integer identifiers are legal
+            e["identities"]["user_id"] = str(10**12 + i)  # a numeric id, as a string: identifiers are strings
             e["campaign"] = {"name": "🙂 spring — ünïcode", "term": "x" * 500}
 
 

@@ -121,3 +121,72 @@ def test_worker_killed_during_wait_still_pages_once(paging_env: tuple[dict[str, 
     keys = {p["dedup_key"] for _, p in receiver.of("trigger") if p["details"]["kind"] == "sla_breach"}
     assert keys == {"acme:c9:1"}
     assert w2.stop() == 0, w2.tail()
+
+
+def conversation(tenant: str, conv: str, start_ms: int, reply_after_s: float) -> list[tuple[bytes, bytes]]:
+    def ev(event_id: str, etype: str, at_ms: int) -> tuple[bytes, bytes]:
+        iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at_ms / 1000)) + f".{at_ms % 1000:03d}Z"
+        return tenant.encode(), orjson.dumps({
+            "event_id": event_id, "tenant_id": tenant, "occurred_at": iso, "channel": "live_chat", "type": etype,
+            "identities": {"email": f"{conv}@example.com"},
+            "conversation": {"id": conv, "team": "support", "agent_id": "a1"}})
+
+    return [ev(f"{conv}-in", "message_in", start_ms), ev(f"{conv}-out", "message_out",
+                                                          start_ms + int(reply_after_s * 1000))]
+
+
+def history(tenant: str, minutes_ago: float) -> tuple[list[tuple[bytes, bytes]], set[str]]:
+    """20 conversations of ``minutes_ago``, each answered 1 s after the customer wrote (the
+    target is 3 s), and 2 answered after 10 s: in event-time order, as a replay sends them."""
+    base = int((time.time() - minutes_ago * 60) * 1000)
+    late = {f"{tenant}-late-{i}" for i in range(2)}
+    items: list[tuple[int, tuple[bytes, bytes]]] = []
+    for i in range(22):
+        conv = f"{tenant}-late-{i - 20}" if i >= 20 else f"{tenant}-ok-{i}"
+        start = base + i * 4_000
+        for j, msg in enumerate(conversation(tenant, conv, start, 10.0 if conv in late else 1.0)):
+            items.append((start + (10_000 if conv in late else 1_000) * j, msg))
+    items.sort(key=lambda x: x[0])
+    return [m for _, m in items], late
+
+
+def sla_records(bootstrap: str, topic: str) -> set[tuple[str, str]]:
+    from tests.kafka_util import read_all
+
+    return {(r["conversation_id"], r["event"]) for r in (orjson.loads(v) for _, v, _ in read_all(bootstrap, topic))}
+
+
+def test_a_backlog_that_holds_the_replies_pages_nobody(paging_env: tuple[dict[str, str], Receiver],
+                                                      tmp_path: Path, workers: list[WorkerProc]) -> None:
+    """Issue 18, item 5: deadlines whose replies are further down the input must not fire.
+
+    (a) an outage: conversations of 20 minutes ago pile up on the raw topic while no worker runs,
+    then a worker starts and reads the backlog; (b) a replay of last hour's conversations into a
+    running worker, sent in slices, so a wait is often read long before its reply is even sent.
+    Only the conversations answered late page; every on-time reply resolves its wait silently."""
+    env, receiver = paging_env
+    prefix, bootstrap = env["TOUCHSTREAM_TOPIC_PREFIX"], env["KAFKA_BOOTSTRAP_SERVERS"]
+    from streams.app import topics
+    from streams.settings import Settings
+
+    s = Settings.from_env({**env, "TOUCHSTREAM_DATA_DIR": str(tmp_path / "prep")})
+    asyncio.run(topics.ensure_all(s))
+    outage, late_a = history("acme", minutes_ago=20)
+    produce(bootstrap, prefix + "touchpoints.raw", outage)  # the backlog of the outage
+    w = start_worker(env, tmp_path / "worker.log", workers)
+    replay, late_b = history("globex", minutes_ago=60)
+    for k in range(0, len(replay), 7):  # the replay, in slices that cut conversations apart
+        produce(bootstrap, prefix + "touchpoints.raw", replay[k:k + 7])
+        time.sleep(0.5)
+    late = late_a | late_b
+    wait_until(lambda: {(c, "breach") for c in late} <= sla_records(bootstrap, prefix + "sla.events"), 90,
+               what="the late replies' breaches", explain=w.tail)
+    wait_until(lambda: len({p["dedup_key"] for _, p in receiver.of("trigger")
+                            if p["details"]["kind"] == "sla_breach"}) >= len(late), 60, what="their pages")
+    time.sleep(3)  # a false breach would fire now
+    records = sla_records(bootstrap, prefix + "sla.events")
+    assert {c for c, _ in records} == late, sorted(records)
+    assert records == {(c, e) for c in late for e in ("warning", "breach", "resolved")}
+    paged = {p["dedup_key"].rsplit(":", 1)[0] for _, p in receiver.of("trigger")}
+    assert paged == {f"{c.split('-')[0]}:{c}" for c in late}, paged
+    assert w.stop() == 0, w.tail()

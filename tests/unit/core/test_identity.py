@@ -443,7 +443,7 @@ def phone_number(draw: st.DrawFn, nonzero: bool = False) -> tuple[bool, str]:
     """(international, significant digits); a national number never starts with 00 (that *is* +)."""
     intl = draw(st.booleans())
     digits = draw(st.text(alphabet="0123456789", min_size=1, max_size=15))
-    if not intl and digits.startswith("00"):
+    while not intl and digits.startswith("00"):
         digits = digits[1:]
     if nonzero and not digits.strip("0"):
         digits = digits[:-1] + draw(st.sampled_from("123456789"))

@@ -31,6 +31,7 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
 from streams.app import topics
+from streams.app.deadletters import LATER_STAGE_REASONS
 from streams.core import sla
 from streams.core.contract import REASONS
 from streams.core.deadletter import MAX_ORIGINAL_BYTES, dlq_record
@@ -215,7 +216,8 @@ def test_closed_sets_are_the_codes_own() -> None:
     assert enum("touchpoint_enriched.v1.json", "properties", "stage") == stages | {None}
     assert enum("touchpoint_enriched.v1.json", "properties", "identities", "propertyNames") == set(IDENTITY_TYPES)
     assert enum("touchpoint_enriched.v1.json", "properties", "conversation", "properties", "priority") == PRIORITIES
-    assert enum("dlq.v1.json", "properties", "reason") == set(REASONS) - {"duplicate"}  # dropped, not dead-lettered
+    assert enum("dlq.v1.json", "properties", "reason") == (  # duplicates are dropped, not dead-lettered
+        set(REASONS) - {"duplicate"} | set(LATER_STAGE_REASONS))
     assert enum("identity_merge.v1.json", "properties", "identifier_type") == set(IDENTITY_TYPES)
     assert enum("identity_merge.v1.json", "properties", "reason") == {
         "co_occurrence", "cap_exceeded", *(f"conflicting_{t}" for t in IDENTITY_TYPES)
