@@ -700,3 +700,66 @@ def test_pipeline_fires_deadlines_between_ticks_without_watermark_work() -> None
     assert [pg["action"] for pg in out.pages] == ["trigger"]  # the team's first breach pages at once
     assert p.sla.next_due() is None  # what is left are the page groups' quiet windows
     assert p.next_due(T0 + 60 * S + 3) == T0 + 48 * S + 60 * S  # the warning group's, 60 s after its page
+
+
+# --- catch-up: deadlines wait for the input that could stop them (issue 18, item 5) -------------
+
+def test_a_tenants_clock_holds_its_deadlines_back_and_only_its_own() -> None:
+    eng, _ = engine()
+    eng.observe(tp("message_in", T0, "a1", tenant="a"))
+    eng.observe(tp("message_in", T0, "b1", tenant="b"))
+    late_wall = T0 + 3600 * S
+    clocks = {"a": T0 + 10 * S}  # tenant a's events have only come 10 s past the message
+    fired = eng.advance(late_wall, None, clocks.get)
+    assert {r["conversation_id"] for r in fired} == {"b1"}
+    assert sla_events(fired) == sorted(sla_events(fired), key=lambda e: e[1])  # due order across tenants
+    clocks["a"] = T0 + 3600 * S
+    assert {r["conversation_id"] for r in eng.advance(late_wall, None, clocks.get)} == {"a1"}
+
+
+def test_input_completeness_bounds_every_tenant() -> None:
+    eng, _ = engine()
+    eng.observe(tp("message_in", T0, "c1"))
+    assert eng.advance(T0 + 3600 * S, until_ms=T0 + 5 * S) == []  # the backlog may still hold the reply
+    assert [e for e, _ in sla_events(eng.advance(T0 + 3600 * S, until_ms=T0 + 3600 * S))] == ["warning", "breach"]
+
+
+def conversation_feed(base: int, late: set[str]) -> list[Touchpoint]:
+    out: list[Touchpoint] = []
+    for i in range(12):
+        conv = f"c{i}"
+        start = base + i * 30 * S
+        reply = start + (400 if conv in late else 5) * S  # default live_chat first reply target: 120 s
+        out += [tp("message_in", start, conv), tp("message_out", reply, conv)]
+    return sorted(out, key=lambda t: t.occurred_at)
+
+
+def test_a_replay_of_last_hour_through_the_live_path_breaches_only_late_replies_and_equals_offline() -> None:
+    from streams.core.pipeline import Pipeline
+
+    late = {"c3", "c7"}
+    feed = conversation_feed(T0, late)
+
+    def run(live: bool) -> list[tuple[str, str, int]]:
+        p = Pipeline()
+        wall = T0 + 3600 * S  # live: an hour after the conversations (a replay of history)
+        records: list[dict[str, Any]] = []
+        for i, ev in enumerate(feed):
+            if live:
+                wall += 50  # the replay is fast: 50 ms of wall time per event
+                p.process(ev, wall)
+                p.fire_timers(wall)
+            else:
+                p.process(ev)
+                p.tick(ev.occurred_at, wall=False)
+            if i % 5 == 4 and live:
+                p.tick(wall, wall=True)
+            records += p.drain().sla
+        end = wall + 3600 * S if live else feed[-1].occurred_at + 3600 * S
+        p.tick(end, wall=live)
+        records += p.drain().sla
+        return sorted((r["conversation_id"], r["event"], r["fired_at"]) for r in records)
+
+    live, offline = run(True), run(False)
+    assert {c for c, _, _ in live} == late
+    assert live == offline
