@@ -98,6 +98,9 @@ def run(
     """``progress``: told the line count (and the fraction of ``total_bytes`` read) every
     ``PROGRESS_EVERY`` lines and at the end; it only reports, it never changes the outputs.
     ``wall_clock``: epoch ms now (default: the system clock), read per line for the future bound."""
+    from streams.runtime.gc_policy import tune_collector
+
+    tune_collector()  # the core allocates heavily and keeps much: default thresholds halve its speed
     config = config or PipelineConfig()
     now = wall_clock or _now_ms
     pipeline = Pipeline(config)

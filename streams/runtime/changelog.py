@@ -87,7 +87,7 @@ class ChangelogWriter:
     def queue(self, sender: BatchSender, position: int | None) -> int:
         """Queue every key changed since the last call (batch record first, position record last);
         returns how many keys. The caller awaits ``sender.send()`` before it commits the input."""
-        dumps = orjson.dumps
+        dumps, fragment = orjson.dumps, orjson.Fragment
         changes: list[tuple[str, str, bytes | None]] = []
         for ns, store in self.stores.items():
             for key, value in store.drain_dirty():  # each value serialized once: batch record and key record
@@ -97,8 +97,8 @@ class ChangelogWriter:
         if changes:
             parts = _split(changes)
             for i, part in enumerate(parts):
-                record = b'{"seq":%d,"part":%d,"parts":%d,"pos":%s,"changes":[%s]}' % (
-                    seq, i, len(parts), _pos(position), b",".join(part))
+                record = dumps({"seq": seq, "part": i, "parts": len(parts), "pos": position,
+                                "changes": [[ns, key, None if raw is None else fragment(raw)] for ns, key, raw in part]})
                 sender.add(topic, f"{WAL}{SEP}{p}{SEP}{seq % 2}{SEP}{i}".encode(), record, p)
             for ns, key, raw in changes:
                 sender.add(topic, f"{ns}{SEP}{key}".encode(), raw, p)
@@ -111,18 +111,17 @@ def _pos(position: int | None) -> bytes:
     return b"null" if position is None else str(position).encode()
 
 
-def _split(changes: list[tuple[str, str, bytes | None]]) -> list[list[bytes]]:
-    """Changes as JSON ``[ns, key, value]`` items (values already serialized), grouped into parts
-    of at most WAL_PART_BYTES (one change may exceed it)."""
-    parts: list[list[bytes]] = [[]]
+def _split(changes: list[tuple[str, str, bytes | None]]) -> list[list[tuple[str, str, bytes | None]]]:
+    """Changes grouped into parts of at most about WAL_PART_BYTES of JSON (one change may exceed it)."""
+    parts: list[list[tuple[str, str, bytes | None]]] = [[]]
     size = 0
-    for ns, key, raw in changes:
-        item = b"%s,%s]" % (orjson.dumps([ns, key])[:-1], b"null" if raw is None else raw)
-        if parts[-1] and size + len(item) > WAL_PART_BYTES:
+    for change in changes:
+        n = len(change[0]) + len(change[1]) + (4 if change[2] is None else len(change[2])) + 10
+        if parts[-1] and size + n > WAL_PART_BYTES:
             parts.append([])
             size = 0
-        parts[-1].append(item)
-        size += len(item) + 1
+        parts[-1].append(change)
+        size += n
     return parts
 
 
