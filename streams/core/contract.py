@@ -45,6 +45,9 @@ REASONS: tuple[str, ...] = (
     "duplicate",
 )
 
+#: the contract's closed vocabularies, each value as one shared string object
+_CANONICAL: dict[str, str] = {v: v for v in (*CHANNELS, *TYPES)}
+
 MAX_ID_LEN = 128
 MAX_IDENTIFIER_LEN = 256
 #: Deepest nesting of objects/arrays (the top-level object is level 1) in an accepted event.
@@ -323,6 +326,7 @@ def _validate(
         raise _Invalid("invalid_field", "channel must be a string")
     if channel not in CHANNELS:
         raise _Invalid("unknown_channel", f"channel {str(channel)[:40]!r} is not in contract v1")
+    channel = _CANONICAL[channel]  # one string object per value: the state keeps millions of them
     etype = obj.get("type")
     if etype is None:
         raise _Invalid("missing_field", "type is required")
@@ -330,6 +334,7 @@ def _validate(
         raise _Invalid("invalid_field", "type must be a string")
     if etype not in TYPES:
         raise _Invalid("unknown_type", f"type {str(etype)[:40]!r} is not in contract v1")
+    etype = _CANONICAL[etype]
     identities = _identities(obj.get("identities"))
     conversation = _conversation(obj, etype)
     campaign = _opt_object(obj, "campaign", _CAMPAIGN_STRINGS)
@@ -389,8 +394,8 @@ def from_valid_dict(obj: dict[str, Any]) -> Touchpoint:
         event_id=obj["event_id"],
         tenant_id=obj["tenant_id"],
         occurred_at=read_timestamp(obj["occurred_at"]),
-        channel=obj["channel"],
-        type=obj["type"],
+        channel=_CANONICAL[obj["channel"]],  # a KeyError here: not a validated record (dead-lettered)
+        type=_CANONICAL[obj["type"]],
         identities=obj["identities"],
         conversation=obj.get("conversation"),
         campaign=obj.get("campaign"),

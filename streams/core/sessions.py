@@ -52,6 +52,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 from hashlib import blake2b
+from sys import intern
 from typing import Any
 
 from streams.core.model import Touchpoint
@@ -79,13 +80,18 @@ def session_id_for(person_id: str, event_id: str, occurred_at: int) -> str:
 
 
 def _touch(tp: Touchpoint) -> list[Any]:
+    """A session's first or last touch. Campaign names and pages repeat across millions of
+    sessions: each is kept as one shared string (``sys.intern``; CPython frees an interned string
+    once nothing refers to it), not one copy per session."""
     page = tp.page
+    campaign = tp.campaign_name
+    url = None if page is None else page.get("url")
     return [
         tp.occurred_at,
         tp.event_id,
         tp.channel,
-        tp.campaign_name,
-        None if page is None else page.get("url"),
+        intern(campaign) if type(campaign) is str else campaign,
+        intern(url) if type(url) is str else url,
     ]
 
 

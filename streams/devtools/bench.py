@@ -196,6 +196,9 @@ def core_memory(persons: int, conversations: int) -> tuple[float, float]:
                              "conversation": {"id": f"conv{i}", "team": "support"}})
 
     def measure(make: Any, n: int) -> float:
+        """State held per person (or conversation) at steady state: the batch's changes drained
+        to the changelog writer (its dirty set is empty again), the funnel minute closed (its
+        distinct-person sets are per window, not per person), sessions and waits still open."""
         tracemalloc.start()
         pipeline = Pipeline()
         base = tracemalloc.get_traced_memory()[0]
@@ -204,7 +207,15 @@ def core_memory(persons: int, conversations: int) -> tuple[float, float]:
             pipeline.process(tp)  # type: ignore[arg-type]
             if i % 1000 == 0:
                 pipeline.drain()
+        # eight minutes later one more event moves the tenant's watermark past the funnel minute:
+        # its windows close, the sessions (30 min gap) stay open
+        later = orjson.loads(make(n))
+        later["occurred_at"] = "2026-01-01T00:08:00Z"
+        pipeline.process(validate(orjson.dumps(later), now_ms=None))  # type: ignore[arg-type]
+        pipeline.tick(parse_timestamp("2026-01-01T00:08:00Z"), wall=False)
         pipeline.drain()
+        for store in pipeline.stores.values():
+            store.drain_dirty()
         pipeline.end_batch()
         used = tracemalloc.get_traced_memory()[0] - base
         tracemalloc.stop()
