@@ -97,8 +97,8 @@ class ChangelogWriter:
         if changes:
             parts = _split(changes)
             for i, part in enumerate(parts):
-                record = dumps({"seq": seq, "part": i, "parts": len(parts), "pos": position,
-                                "changes": [[ns, key, None if raw is None else fragment(raw)] for ns, key, raw in part]})
+                items = [[ns, key, None if raw is None else fragment(raw)] for ns, key, raw in part]
+                record = dumps({"seq": seq, "part": i, "parts": len(parts), "pos": position, "changes": items})
                 sender.add(topic, f"{WAL}{SEP}{p}{SEP}{seq % 2}{SEP}{i}".encode(), record, p)
             for ns, key, raw in changes:
                 sender.add(topic, f"{ns}{SEP}{key}".encode(), raw, p)
