@@ -20,7 +20,7 @@ The embedded ClickHouse engine is single-process: several workers on it run
 | TOUCHSTREAM_TOPIC_PREFIX | (empty) | prefix of every topic name, to run several environments on one cluster |
 | TOUCHSTREAM_ROLE | all | ``all`` (every stage), ``process`` (validate+process) or ``sink`` (ClickHouse, pages) |
 | TOUCHSTREAM_APP_ID | touchstream | consumer group prefix (``topics.consumer_group``) and name of the state changelog |
-| TOUCHSTREAM_INSTANCE_ID | (unset) | stable id of this worker (host name): static group membership |
+| TOUCHSTREAM_INSTANCE_ID | host + data dir | static membership: a restart keeps its partitions; ``none``: dynamic |
 | TOUCHSTREAM_PARTITIONS | 4 | partitions of the pipeline topics (created by the worker) |
 | TOUCHSTREAM_REPLICATION | 1 | replication factor of the pipeline topics (3 on a cluster) |
 | TOUCHSTREAM_GROUP_SESSION_TIMEOUT_S | 10 | a crashed worker's partitions move after this (the broker's minimum is 6) |
@@ -76,6 +76,18 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError as exc:
         raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _instance_id(raw: str | None, data_dir: Path) -> str | None:
+    """The worker's static group membership id: given, or this host plus its data dir (a worker
+    restarted in place keeps it, so it takes its partitions back without a rebalance; two
+    workers need two data dirs anyway, for the embedded ClickHouse). ``none`` turns it off."""
+    if raw is not None and raw.strip():
+        return None if raw.strip().lower() == "none" else raw.strip()
+    import hashlib
+    import socket
+
+    return f"{socket.gethostname()}-{hashlib.blake2b(str(data_dir).encode(), digest_size=4).hexdigest()}"
 
 
 @dataclass(frozen=True)
@@ -138,7 +150,7 @@ class Settings:
             topic_prefix=env.get("TOUCHSTREAM_TOPIC_PREFIX") or "",
             partitions=_int(env, "TOUCHSTREAM_PARTITIONS", 4),
             replication=_int(env, "TOUCHSTREAM_REPLICATION", 1),
-            instance_id=env.get("TOUCHSTREAM_INSTANCE_ID") or None,
+            instance_id=_instance_id(env.get("TOUCHSTREAM_INSTANCE_ID"), data_dir),
             group_session_timeout_s=_float(env, "TOUCHSTREAM_GROUP_SESSION_TIMEOUT_S", 10.0),
             max_message_bytes=_int(env, "TOUCHSTREAM_MAX_MESSAGE_BYTES", 262_144),
             max_future_ms=_int(env, "TOUCHSTREAM_MAX_FUTURE_S", 900) * 1000,

@@ -4,11 +4,13 @@
 - ``auto_offset_reset=earliest``: a new group reads its topic from the start;
 - session timeout ``TOUCHSTREAM_GROUP_SESSION_TIMEOUT_S`` (default 10 s) with a heartbeat every
   ``timeout / 10``: a worker that died without leaving loses its partitions after that;
-- static membership when ``TOUCHSTREAM_INSTANCE_ID`` is set (``group.instance.id`` =
-  ``<instance id>-<stage>``): a restarted worker takes its partitions straight back without a
-  rebalance, so a kill -9 and restart costs the restart and the restore, not the session
-  timeout. A static member does not leave the group when it stops, so a worker removed for good
-  hands its partitions over only after the session timeout.
+- static membership (``group.instance.id`` = ``<instance id>-<stage>``; the instance id is
+  ``TOUCHSTREAM_INSTANCE_ID``, by default this host plus the worker's data dir): a restarted
+  worker takes its partitions straight back without a rebalance, so a kill -9 and restart costs
+  the restart and the restore, not the session timeout (measured: 4.0 s static, 11.4 s
+  dynamic). A static member does not leave the group when it stops, so a worker removed for
+  good hands its partitions over only after the session timeout; ``TOUCHSTREAM_INSTANCE_ID=none``
+  chooses dynamic membership, where a clean stop hands them over at once.
 """
 
 from __future__ import annotations
