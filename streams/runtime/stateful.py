@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from streams import metrics
@@ -141,7 +142,12 @@ class StatefulStage:
     async def _loop(self, c: AIOKafkaConsumer) -> None:
         while not self._stopping:
             if self._to_restore:
-                await self._restore(c)
+                try:
+                    await self._restore(c)
+                except KafkaError as exc:  # the broker went away mid-restore: the partitions stay queued
+                    log.warning("stage %s: restoring partitions %s failed (%r); retrying", self.name,
+                                sorted(self._to_restore), exc)
+                    await asyncio.sleep(1.0)
                 continue
             generation = self._generation
             got = await c.getmany(timeout_ms=POLL_MS, max_records=self.max_records)
@@ -195,6 +201,7 @@ class StatefulStage:
             for p, end in todo.items():
                 ready.append(self._new_task(p, latest.pop(p), end))
                 await asyncio.sleep(0)  # heartbeats and the web server between partitions
+        committed = {t.partition: await c.committed(TopicPartition(self.input_topic, t.partition)) for t in ready}
         async with self.lock:
             if generation != self._generation:
                 for task in ready:  # revoked meanwhile; the new assignment takes them back if unchanged
@@ -202,10 +209,9 @@ class StatefulStage:
                 return
             for task in ready:
                 tp = TopicPartition(self.input_topic, task.partition)
-                committed = await c.committed(tp)
-                task.committed = committed
+                task.committed = committed[task.partition]
                 if task.position is None:
-                    task.position = committed  # no position in the changelog yet: the group's, else earliest
+                    task.position = task.committed  # no position in the changelog yet: the group's, else earliest
                 if task.position is not None:
                     c.seek(tp, task.position)
                 self.tasks.activate(task)
