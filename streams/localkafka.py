@@ -1,7 +1,8 @@
 """Starts and stops a real Apache Kafka 4 (KRaft) on 127.0.0.1 from Maven-resolved jars.
 
 Why this exists: machines here have Java and Maven but no Docker, and integration tests must
-hit a real broker. The jars are resolved once with ``mvn`` (``deploy/kafka/pom.xml``) into the
+hit a real broker. The jars are resolved once with ``mvn`` (``streams/localkafka.pom.xml``, package
+data, so an installed ``touchstream`` can start it too) into the
 data dir; each node is one JVM in combined broker+controller mode, started detached with its
 pid recorded so ``stop`` (or a crashed test run's next ``start``) can clean up.
 
@@ -21,10 +22,11 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 KAFKA_VERSION = os.environ.get("TOUCHSTREAM_KAFKA_VERSION", "4.1.2")
-POM = Path(__file__).resolve().parent.parent / "deploy" / "kafka" / "pom.xml"
+POM = Path(str(files("streams").joinpath("localkafka.pom.xml")))
 PORT_STEP = 10  # node i listens on base + PORT_STEP*(i-1) (broker) and +1 (controller)
 
 _LOG4J = """Configuration:
