@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from importlib.resources import files
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 from streams.clickhouse.client import ClickHouse
