@@ -210,10 +210,14 @@ def cmd_kafka(args: argparse.Namespace) -> int:
 
     s = _settings(args)
     if args.action == "start":
-        k = LocalKafka(s.kafka_dir, nodes=args.nodes, base_port=s.kafka_port)
-        print(f"starting Kafka ({args.nodes} node(s)) under {s.kafka_dir} ...", flush=True)
+        k = LocalKafka(s.kafka_dir, nodes=args.nodes, base_port=s.kafka_port, secure=args.secure)
+        print(f"starting Kafka ({args.nodes} node(s){', SASL_SSL + SCRAM-SHA-512' if args.secure else ''}) "
+              f"under {s.kafka_dir} ...", flush=True)
         bootstrap = k.start()
         print(f"Kafka ready: KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
+        if args.secure:
+            print(f"client settings (password included): {s.kafka_dir / 'client.env'}; "
+                  f"use them with: set -a; . {s.kafka_dir / 'client.env'}; set +a")
     else:
         k = LocalKafka.from_state(s.kafka_dir) or LocalKafka(s.kafka_dir, base_port=s.kafka_port)
         k.stop()
@@ -225,10 +229,15 @@ def add_kafka(sub: Any) -> None:
     k = _command(sub, "kafka", cmd_kafka, "start/stop the local Kafka (KRaft, Maven-resolved jars)",
                  "Start or stop the project's own Apache Kafka broker(s) on 127.0.0.1: the jars are resolved "
                  "once with Maven into the data dir, each node is one JVM in combined broker+controller mode.",
-                 ["touchstream kafka start", "touchstream kafka start --nodes 3", "touchstream kafka stop"],
+                 ["touchstream kafka start", "touchstream kafka start --nodes 3", "touchstream kafka stop",
+                  "touchstream --data-dir .secure kafka start --secure && set -a && . .secure/kafka/client.env"],
                  ("TOUCHSTREAM_DATA_DIR", "TOUCHSTREAM_KAFKA_PORT", "TOUCHSTREAM_KAFKA_VERSION"))
     k.add_argument("action", choices=["start", "stop"], help="start (idempotent) or stop the local broker(s)")
     k.add_argument("--nodes", type=int, choices=[1, 3], default=1, help="1 broker, or a 3-node cluster (default 1)")
+    k.add_argument("--secure", action="store_true",
+                   help="SASL_SSL with SCRAM-SHA-512, a CA and broker certificate made at the first start; "
+                        "the client settings are written to <data dir>/kafka/client.env (a data dir keeps the "
+                        "mode it was first started with: `touchstream kafka stop` then a new --data-dir to change)")
     _data_dir_flag(k)
 
 
@@ -731,10 +740,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         kafka["error"] = (f"the local broker is {local['state']}: `touchstream kafka start` starts it "
                           "(`touchstream run` starts and stops its own)")
     else:
+        from streams.kafka_admin import BrokerUnreachable, check_broker
+
         groups = [*all_groups(s.app_id), f"{s.app_id}-dlq-replay"]
         try:
+            asyncio.run(check_broker(s, timeout=5.0))  # the reason in one line (refused, TLS, credentials)
             info = asyncio.run(describe(s.bootstrap, groups, s, timeout=5.0))
             kafka.update(reachable=True, **info)
+        except BrokerUnreachable as exc:
+            kafka["error"] = str(exc)
         except Exception as exc:  # broker down is a valid status, not a crash
             kafka["error"] = f"{type(exc).__name__}: {exc}"[:300]
     ch_report: dict[str, Any] = {"url": redact(s.clickhouse_url), "reachable": False, "tables": {}}

@@ -32,10 +32,9 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from streams.app import topics
 from streams.app.deadletters import LATER_STAGE_REASONS
-from streams.core import sla
+from streams.core import paging, sla
 from streams.core.contract import REASONS
 from streams.core.deadletter import MAX_ORIGINAL_BYTES, dlq_record
-from streams.core import paging
 from streams.core.model import CHANNELS, IDENTITY_TYPES, PRIORITIES, TYPES
 from streams.core.pipeline import PipelineConfig
 from streams.core.pseudonym import Pseudonymiser
