@@ -347,11 +347,20 @@ def _history_hint(history: Any) -> str:
             f"{history.anomalies} anomaly records, in {history.seconds:.1f}s")
 
 
-def _load_history(s: Settings, config: Any, args: argparse.Namespace) -> None:
-    from streams.clickhouse.backfill import history_window, load_history
+def _history_span_ms(args: argparse.Namespace) -> int:
     from streams.clickhouse.queries import parse_since
 
-    span_ms = parse_since(args.history) * 1000
+    if args.history.strip() in ("0", ""):
+        return 0
+    try:
+        return parse_since(args.history) * 1000
+    except ValueError as exc:
+        raise CliError(f"--history must look like 2h, 90m or 0 (none), got {args.history!r}") from exc
+
+
+def _load_history(s: Settings, config: Any, args: argparse.Namespace, span_ms: int) -> None:
+    from streams.clickhouse.backfill import history_window, load_history
+
     if span_ms <= 0:
         return
     ch = _clickhouse(s)
@@ -375,6 +384,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     s = _settings(args)
     config = pipeline_config(s)  # a bad SLA policy file: one line, before Kafka is started
+    history_ms = _history_span_ms(args)
     _check_web_port(s)
     path = _engine_path(s)
     if path is not None and (pid := engine_holder(path)) is not None:
@@ -389,7 +399,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         local.start()
     try:
         _prepare(s)
-        _load_history(s, config, args)
+        _load_history(s, config, args, history_ms)
         web = _web_url(s)
         print(f"[run] Kafka {s.bootstrap}, ClickHouse {s.clickhouse_url}, feed {args.rate:g}/s; Ctrl-C stops",
               flush=True)

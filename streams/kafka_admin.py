@@ -134,6 +134,21 @@ def cluster_brokers(bootstrap: str, timeout: float = 5.0, settings: Settings | N
     return asyncio.run(_with_admin(bootstrap, settings, go, timeout))
 
 
+def coordinator_ready(bootstrap: str, timeout: float = 5.0, settings: Settings | None = None) -> bool:
+    """Does the broker name a group coordinator yet? On a new cluster the first consumer group
+    creates ``__consumer_offsets``; until its partitions have leaders every join fails and aiokafka
+    logs each attempt as an ERROR, which is all a newcomer would see in the first seconds of
+    ``touchstream run``."""
+    async def go(admin: AIOKafkaAdminClient) -> bool:
+        try:
+            await admin.find_coordinator(f"__touchstream_probe_{uuid.uuid4().hex[:8]}")
+        except kafka_errors.KafkaError:  # coordinator not available yet
+            return False
+        return True
+
+    return bool(asyncio.run(_with_admin(bootstrap, settings, go, timeout)))
+
+
 def can_replicate(bootstrap: str, replication: int, timeout: float = 10.0, settings: Settings | None = None) -> bool:
     """Can the controller place ``replication`` replicas right now? (A throw-away topic is created
     and deleted.) Metadata can list a broker that the controller has not registered yet or has

@@ -419,7 +419,11 @@ class LocalKafka:
         deadline = time.monotonic() + timeout
         for node in self.nodes:
             self._wait_port(node, max(1.0, deadline - time.monotonic()))
-        from streams.kafka_admin import can_replicate, cluster_brokers  # local import: keeps `kafka stop` light
+        from streams.kafka_admin import (  # local import: keeps `kafka stop` light
+            can_replicate,
+            cluster_brokers,
+            coordinator_ready,
+        )
 
         settings = self.client_settings() if self.secure else None
         last: Exception | None = None
@@ -427,7 +431,7 @@ class LocalKafka:
             try:
                 if cluster_brokers(self.bootstrap, timeout=5.0, settings=settings) >= len(self.nodes) and (
                     len(self.nodes) == 1 or can_replicate(self.bootstrap, len(self.nodes), settings=settings)
-                ):
+                ) and coordinator_ready(self.bootstrap, settings=settings):
                     return
             except Exception as exc:  # broker still starting: retry until the deadline
                 last = exc
