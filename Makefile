@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install run test soak chromium unit integration lint bench kafka-start kafka-stop clean
+.PHONY: install run test soak chromium amtool unit integration lint bench kafka-start kafka-stop clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,7 +21,7 @@ run: $(STAMP)
 	$(BIN)/touchstream run $(ARGS)
 
 ## make test: lint, unit tests, then integration + fault tests on a real Kafka started by the tests
-test: $(STAMP) chromium
+test: $(STAMP) chromium amtool
 	$(BIN)/ruff check streams tests
 	$(BIN)/python -m pytest tests $(ARGS)
 
@@ -33,6 +33,12 @@ soak: $(STAMP)
 chromium:
 	@command -v chromium >/dev/null || { S=; [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null || S=sudo; \
 	  $$S apt-get update -qq && $$S apt-get install -y -qq chromium; }
+
+# amtool checks deploy/alertmanager/alertmanager.yml (tests/unit/test_deploy_stack.py; Debian package)
+amtool:
+	@command -v amtool >/dev/null || { S=; [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null || S=sudo; \
+	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq --no-install-recommends \
+	  prometheus-alertmanager; }
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(ARGS)

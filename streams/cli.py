@@ -1,4 +1,17 @@
-"""``touchstream`` command line: every entry point of the product, with examples in ``--help``."""
+"""``touchstream`` command line: every entry point of the product.
+
+Layout, so a command is added in one place: ``cmd_<name>`` does the work, ``add_<name>`` declares
+its flags (each with help), a description, examples and the environment variables it reads
+(:func:`_command`; the meanings come from the table in :mod:`streams.settings`), and
+:data:`COMMANDS` lists the ``add_`` functions in the order ``--help`` shows them.
+
+Expected failures end in one line on stderr that says what to do, with exit code 1: a missing
+file, the web port in use, a broker that cannot be reached or refuses the credentials, a bad
+setting or SLA policy file, ClickHouse without tables or held by a running worker. They raise
+:class:`CliError` (or a library's own error that :func:`_explain` knows); ``--debug`` shows the
+traceback instead. An exception nobody expected keeps its traceback: it is a bug report.
+``touchstream query ... | head`` ends quietly (exit 141, like a tool killed by SIGPIPE).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +19,10 @@ import argparse
 import asyncio
 import contextlib
 import os
+import socket
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,29 +30,86 @@ import orjson
 
 from streams.settings import Settings
 
-EPILOG = """examples:
-  touchstream run --duration 60            # local Kafka + embedded ClickHouse + simulated feed
-  touchstream kafka start [--nodes 3]      # start the local KRaft broker(s) from Maven jars
-  touchstream worker                       # the stream worker (against KAFKA_BOOTSTRAP_SERVERS)
-  touchstream migrate                      # apply ClickHouse migrations (idempotent)
-  touchstream simulate --rate 200 --duration 600 --seed 7 --out feed.jsonl --truth truth.json
-  touchstream process feed.jsonl --out out/  # same core, offline, in event time
-  touchstream status --json                # broker, topics, lag, ClickHouse row counts
-  touchstream dlq replay --reason unknown_channel
-  touchstream evaluate --truth truth.json --anomalies out/anomalies.jsonl --funnel out/funnel.jsonl
-  touchstream query funnel --tenant acme --since 1h --by campaign
-  touchstream query sla --since 24h --json
+#: the simulator's tenants (streams/devtools/simulate.py), used in every example
+TENANTS = ("acme-shop", "northwind-b2b", "globex-travel")
+EXIT_FAILURE = 1
+EXIT_BROKEN_PIPE = 141
 
-Long-running commands (simulate, process, migrate, dlq replay) report progress on stderr: one
-updating line on a terminal, a line every 10 s otherwise; --quiet silences it. stdout keeps
-only the machine-readable result.
-"""
+# ----------------------------------------------------------------------------- environment, per command
+
+KAFKA_ENV = ("KAFKA_BOOTSTRAP_SERVERS", "TOUCHSTREAM_KAFKA_PORT", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM",
+             "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CAFILE", "TOUCHSTREAM_TOPIC_PREFIX")
+TOPIC_ENV = ("TOUCHSTREAM_PARTITIONS", "TOUCHSTREAM_REPLICATION")
+CLICKHOUSE_ENV = ("TOUCHSTREAM_DATA_DIR", "CLICKHOUSE_URL", "CLICKHOUSE_DATABASE")
+CORE_ENV = ("TOUCHSTREAM_MAX_FUTURE_S", "TOUCHSTREAM_DEDUP_WINDOW_S", "TOUCHSTREAM_SESSION_GAP_S",
+            "TOUCHSTREAM_ALLOWED_LATENESS_S", "TOUCHSTREAM_IDLE_ADVANCE_S", "TOUCHSTREAM_FUNNEL_WINDOW_S",
+            "TOUCHSTREAM_SLA_POLICIES", "TOUCHSTREAM_NOTIFIERS_FILE", "TOUCHSTREAM_NOTIFIERS",
+            "TOUCHSTREAM_PSEUDONYMISE", "TOUCHSTREAM_PSEUDONYM_SALT", "TOUCHSTREAM_PSEUDONYM_TYPES")
+#: variables read outside streams/settings.py (the module that reads each says why)
+EXTRA_ENV = {
+    "TOUCHSTREAM_RAW_TTL_DAYS": "days raw touchpoints are kept (ClickHouse TTL, set by the first migrate; "
+                                "default: 400)",
+    "TOUCHSTREAM_KAFKA_VERSION": "Kafka version of the local broker's jars (default: 4.1.2)",
+}
+
+
+def _env_docs() -> dict[str, str]:
+    """Variable → "meaning (default: x)", from the table in the docstring of streams/settings.py."""
+    from streams import settings as settings_module
+
+    out: dict[str, str] = dict(EXTRA_ENV)
+    for line in (settings_module.__doc__ or "").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("| ") or len(cells) != 3 or cells[0] == "variable":
+            continue
+        names = [n.strip() for n in cells[0].split(" / ")]
+        defaults = [d.strip() for d in cells[1].split(" / ")]
+        meaning = cells[2].replace("``", "")
+        for i, name in enumerate(names):
+            default = (defaults[i] if len(defaults) == len(names) else cells[1]).replace("``", "")
+            out[name] = f"{meaning} (default: {default})" if default not in ("–", "-") else meaning
+    return out
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+class CliError(Exception):
+    """An expected failure; the message is the one line the user reads (what happened, what to do)."""
+
+
+def _explain(exc: BaseException) -> str | None:
+    """The one line for an expected failure, or None for a bug (whose traceback is the report)."""
+    from aiokafka.errors import KafkaConnectionError
+    from clickhouse_connect.driver.exceptions import OperationalError
+
+    from streams.app.worker import ConfigError
+    from streams.kafka_admin import BrokerUnreachable
+    from streams.localkafka import KafkaLaunchError
+    from streams.notify import NotifierError
+    from streams.web.server import PortInUse
+
+    if isinstance(exc, CliError | BrokerUnreachable | KafkaLaunchError | ConfigError | PortInUse | NotifierError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    if isinstance(exc, KafkaConnectionError):
+        return f"lost the connection to Kafka ({exc}); check that the broker runs (`touchstream status`)"
+    if isinstance(exc, OperationalError):
+        from streams.clickhouse.client import redact
+
+        url = redact(os.environ.get("CLICKHOUSE_URL", "")) or "(CLICKHOUSE_URL)"
+        return f"cannot reach ClickHouse at {url}: {str(exc).splitlines()[0][:200]}; check CLICKHOUSE_URL"
+    return None
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "data_dir", None):
         os.environ["TOUCHSTREAM_DATA_DIR"] = str(args.data_dir)
-    return Settings.from_env()
+    try:
+        return Settings.from_env()
+    except ValueError as exc:  # the message names the variable
+        raise CliError(f"configuration: {exc}") from exc
 
 
 def _progress(args: argparse.Namespace, label: str, **kw: Any) -> Any:
@@ -47,30 +119,133 @@ def _progress(args: argparse.Namespace, label: str, **kw: Any) -> Any:
     return Progress(label, enabled=not getattr(args, "quiet", False), **kw)
 
 
-# ---------------------------------------------------------------- kafka
+def _need_file(path: str | Path, what: str, hint: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise CliError(f"{what} {p} {'is not a file' if p.exists() else 'not found'}: {hint}")
+    return p
+
+
+def _check_broker(s: Settings) -> None:
+    from streams.kafka_admin import check_broker
+
+    asyncio.run(check_broker(s))
+
+
+# ----------------------------------------------------------------------------- ClickHouse access
+
+
+def _engine_path(s: Settings) -> Path | None:
+    url = s.clickhouse_url
+    if not url.startswith("chdb:"):
+        return None
+    return Path(url[len("chdb://"):] if url.startswith("chdb://") else url[5:])
+
+
+def engine_holder(path: Path) -> int | None:
+    """PID of the process holding the embedded engine at ``path`` (0 if unknown), None if free.
+
+    The engine is one process (it locks ``<path>/status``); a second one cannot open it, and chdb
+    says so with an initialisation error plus a native message on stderr that we cannot silence.
+    So commands look at the lock first and say "busy"."""
+    import fcntl
+
+    status = path / "status"
+    try:
+        fd = os.open(status, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for line in Path(status).read_text().splitlines():
+                if line.startswith("PID:"):
+                    return int(line.split(":", 1)[1])
+        return 0
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _busy_message(s: Settings, pid: int) -> str:
+    who = f"process {pid}" if pid else "another process"
+    return (f"busy: the embedded ClickHouse ({_engine_path(s)}) is in use by {who}, a running `touchstream run` or "
+            f"worker (the engine is one process); see its board at {_web_url(s)}/board, or stop it first")
+
+
+def _clickhouse(s: Settings) -> Any:
+    """A ClickHouse client, after checking that the embedded engine is free."""
+    from streams.clickhouse.client import ClickHouse
+
+    path = _engine_path(s)
+    if path is not None and (pid := engine_holder(path)) is not None:
+        raise CliError(_busy_message(s, pid))
+    return ClickHouse(s.clickhouse_url, s.clickhouse_database)
+
+
+def _web_url(s: Settings) -> str:
+    host = "127.0.0.1" if s.web_host in ("0.0.0.0", "::", "") else s.web_host
+    return f"http://{host}:{s.web_port}"
+
+
+def _check_web_port(s: Settings) -> None:
+    """Fail before anything starts (Kafka, history) if the worker's web port is taken."""
+    with socket.socket(socket.AF_INET6 if ":" in s.web_host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((s.web_host, s.web_port))
+        except OSError as exc:
+            raise CliError(f"cannot serve on {s.web_host}:{s.web_port} ({exc.strerror}): set TOUCHSTREAM_WEB_PORT "
+                           "to a free port") from exc
+
+
+# ----------------------------------------------------------------------------- kafka
+
+
 def cmd_kafka(args: argparse.Namespace) -> int:
-    from streams.localkafka import KafkaLaunchError, LocalKafka
+    from streams.localkafka import LocalKafka
 
     s = _settings(args)
-    try:
-        if args.action == "start":
-            k = LocalKafka(s.kafka_dir, nodes=args.nodes, base_port=s.kafka_port)
-            print(f"starting Kafka ({args.nodes} node(s)) under {s.kafka_dir} ...", flush=True)
-            bootstrap = k.start()
-            print(f"Kafka ready: KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
-        else:
-            k = LocalKafka.from_state(s.kafka_dir) or LocalKafka(s.kafka_dir, base_port=s.kafka_port)
-            k.stop()
-            print("Kafka stopped")
-    except KafkaLaunchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.action == "start":
+        k = LocalKafka(s.kafka_dir, nodes=args.nodes, base_port=s.kafka_port, secure=args.secure)
+        print(f"starting Kafka ({args.nodes} node(s){', SASL_SSL + SCRAM-SHA-512' if args.secure else ''}) "
+              f"under {s.kafka_dir} ...", flush=True)
+        bootstrap = k.start()
+        print(f"Kafka ready: KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
+        if args.secure:
+            print(f"client settings (password included): {s.kafka_dir / 'client.env'}; "
+                  f"use them with: set -a; . {s.kafka_dir / 'client.env'}; set +a")
+    else:
+        k = LocalKafka.from_state(s.kafka_dir) or LocalKafka(s.kafka_dir, base_port=s.kafka_port)
+        k.stop()
+        print("Kafka stopped")
     return 0
 
 
-# ---------------------------------------------------------------- migrate
+def add_kafka(sub: Any) -> None:
+    k = _command(sub, "kafka", cmd_kafka, "start/stop the local Kafka (KRaft, Maven-resolved jars)",
+                 "Start or stop the project's own Apache Kafka broker(s) on 127.0.0.1: the jars are resolved "
+                 "once with Maven into the data dir, each node is one JVM in combined broker+controller mode.",
+                 ["touchstream kafka start", "touchstream kafka start --nodes 3", "touchstream kafka stop",
+                  "touchstream --data-dir .secure kafka start --secure && set -a && . .secure/kafka/client.env"],
+                 ("TOUCHSTREAM_DATA_DIR", "TOUCHSTREAM_KAFKA_PORT", "TOUCHSTREAM_KAFKA_VERSION"))
+    k.add_argument("action", choices=["start", "stop"], help="start (idempotent) or stop the local broker(s)")
+    k.add_argument("--nodes", type=int, choices=[1, 3], default=1, help="1 broker, or a 3-node cluster (default 1)")
+    k.add_argument("--secure", action="store_true",
+                   help="SASL_SSL with SCRAM-SHA-512, a CA and broker certificate made at the first start; "
+                        "the client settings are written to <data dir>/kafka/client.env (a data dir keeps the "
+                        "mode it was first started with: `touchstream kafka stop` then a new --data-dir to change)")
+    _data_dir_flag(k)
+
+
+# ----------------------------------------------------------------------------- migrate
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from streams.clickhouse.client import ClickHouse, redact
+    from streams.clickhouse.client import redact
     from streams.clickhouse.migrate import load, migrate
 
     s = _settings(args)
@@ -79,41 +254,54 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
         print(cluster_ddl(args.cluster_ddl, s.clickhouse_database), end="")
         return 0
-    ch = ClickHouse(s.clickhouse_url, s.clickhouse_database)
+    ch = _clickhouse(s)
     total = len(load())
-    with _progress(args, "migrate", unit="statements") as progress:
-        applied = migrate(ch, progress=progress)
+    try:
+        with _progress(args, "migrate", unit="statements") as progress:
+            applied = migrate(ch, progress=progress)
+    finally:
+        ch.close()
     print(f"ClickHouse {redact(s.clickhouse_url)} database {ch.db}: "
           f"{len(applied)} applied ({', '.join(applied) or 'none'}), {total - len(applied)} already up to date")
-    ch.close()
     return 0
 
 
-# ---------------------------------------------------------------- worker / run
+def add_migrate(sub: Any) -> None:
+    mg = _command(sub, "migrate", cmd_migrate, "apply ClickHouse migrations",
+                  "Create or upgrade the ClickHouse tables (versioned, idempotent: applied migrations are "
+                  "recorded and skipped). The worker runs this itself at start; run it alone before a deploy.",
+                  ["touchstream migrate",
+                   "CLICKHOUSE_URL=http://user:pass@clickhouse:8123/touchstream touchstream migrate",
+                   "touchstream migrate --cluster-ddl analytics > cluster.sql"],
+                  (*CLICKHOUSE_ENV, "TOUCHSTREAM_RAW_TTL_DAYS"), quiet=True)
+    mg.add_argument("--cluster-ddl", metavar="CLUSTER",
+                    help="print the replicated + Distributed DDL for this ClickHouse cluster instead of applying")
+
+
+# ----------------------------------------------------------------------------- worker / run
+
+
 def _prepare(s: Settings) -> None:
     from streams.app import topics
-    from streams.clickhouse.client import ClickHouse
     from streams.clickhouse.migrate import migrate
 
+    _check_broker(s)
     asyncio.run(topics.ensure_all(s))
     if s.role != "process":  # a processing-only worker never opens ClickHouse (the embedded engine is 1 process)
-        ch = ClickHouse(s.clickhouse_url, s.clickhouse_database)
-        migrate(ch)
-        ch.close()
+        ch = _clickhouse(s)
+        try:
+            migrate(ch)
+        finally:
+            ch.close()
 
 
-def _start_worker(s: Settings, extra_tasks: list[Any] | None = None, log_format: str | None = None) -> int:
+def _start_worker(s: Settings, extra_tasks: list[Any] | None = None, log_format: str | None = None,
+                  log_level: str | None = None) -> int:
     from streams.app.worker import run
     from streams.logs import setup
 
-    setup(log_format or s.log_format, s.log_level, _secrets(s))
+    setup(log_format or s.log_format, log_level or s.log_level, _secrets(s))
     return run(s, extra_tasks)
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    s = _settings(args)
-    _prepare(s)
-    return _start_worker(s)
 
 
 def _secrets(s: Settings) -> list[str]:
@@ -126,28 +314,131 @@ def _secrets(s: Settings) -> list[str]:
     return found
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from streams.localkafka import KafkaLaunchError, LocalKafka
+def cmd_worker(args: argparse.Namespace) -> int:
+    from streams.app.worker import pipeline_config
 
     s = _settings(args)
+    if s.role != "sink":
+        pipeline_config(s)  # a bad SLA policy or notifier file: one line, before any connection
+    _prepare(s)
+    return _start_worker(s)
+
+
+def add_worker(sub: Any) -> None:
+    from streams import settings as settings_module
+
+    every = [v for v in _env_docs() if v in (settings_module.__doc__ or "")]
+    _command(sub, "worker", cmd_worker, "run the stream worker",
+             "The stream worker: validates touchpoints.raw, runs the core (identity, sessions, SLA clocks, "
+             "funnel, anomaly detection), produces the output topics and writes ClickHouse. Which stages run "
+             "is TOUCHSTREAM_ROLE; several workers share the partitions (consumer groups). Serves /health, "
+             "/ready, /metrics and the board on TOUCHSTREAM_WEB_HOST:TOUCHSTREAM_WEB_PORT. It reads every "
+             "variable of streams/settings.py.",
+             ["KAFKA_BOOTSTRAP_SERVERS=kafka:9092 CLICKHOUSE_URL=http://ch:8123/touchstream touchstream worker",
+              "TOUCHSTREAM_ROLE=process TOUCHSTREAM_INSTANCE_ID=worker-1 touchstream worker"],
+             tuple(every))
+
+
+def _history_hint(history: Any) -> str:
+    t = history.loaded.tables
+    return (f"{history.events:,} events → {t.get('sessions').rows if 'sessions' in t else 0:,} sessions, "
+            f"{t['response_times'].rows if 'response_times' in t else 0:,} replies, "
+            f"{t['funnel_minute'].rows if 'funnel_minute' in t else 0:,} funnel rows, "
+            f"{history.anomalies} anomaly records, in {history.seconds:.1f}s")
+
+
+def _history_span_ms(args: argparse.Namespace) -> int:
+    from streams.clickhouse.queries import parse_since
+
+    if args.history.strip() in ("0", ""):
+        return 0
+    try:
+        return parse_since(args.history) * 1000
+    except ValueError as exc:
+        raise CliError(f"--history must look like 2h, 90m or 0 (none), got {args.history!r}") from exc
+
+
+def _load_history(s: Settings, config: Any, args: argparse.Namespace, span_ms: int) -> None:
+    from streams.clickhouse.backfill import history_window, load_history
+
+    if span_ms <= 0:
+        return
+    ch = _clickhouse(s)
+    try:
+        window = history_window(ch, int(time.time() * 1000), span_ms, s.funnel_window_ms)
+        if window is None:
+            print("[run] history: ClickHouse already holds data up to now, nothing to add", flush=True)
+            return
+        start, end = window
+        print(f"[run] loading {(end - start) / 3_600_000:.1f} h of simulated history "
+              f"({args.history_rate:g} events/s, seed {args.seed + 1}) into ClickHouse ...", flush=True)
+        history = load_history(ch, config, window, args.history_rate, args.seed + 1)
+    finally:
+        ch.close()
+    print(f"[run] history: {_history_hint(history)}", flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from streams.app.worker import pipeline_config
+    from streams.localkafka import LocalKafka
+
+    s = _settings(args)
+    config = pipeline_config(s)  # a bad SLA policy file: one line, before Kafka is started
+    history_ms = _history_span_ms(args)
+    _check_web_port(s)
+    path = _engine_path(s)
+    if path is not None and (pid := engine_holder(path)) is not None:
+        raise CliError(_busy_message(s, pid))
     started: LocalKafka | None = None
     if s.kafka_bootstrap is None:
-        started = LocalKafka(s.kafka_dir, nodes=1, base_port=s.kafka_port)
-        print(f"[run] starting local Kafka under {s.kafka_dir} (first time: Maven fetches the jars) ...", flush=True)
-        try:
-            started.start()
-        except KafkaLaunchError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        local = LocalKafka(s.kafka_dir, nodes=1, base_port=s.kafka_port)
+        if not any(local.running(n) for n in local.nodes):  # never stop a broker someone else started
+            started = local
+            print(f"[run] starting local Kafka under {s.kafka_dir} (first time: Maven fetches the jars) ...",
+                  flush=True)
+        local.start()
     try:
         _prepare(s)
-        print(f"[run] Kafka {s.bootstrap}, ClickHouse {s.clickhouse_url}, feed {args.rate}/s; Ctrl-C stops", flush=True)
+        _load_history(s, config, args, history_ms)
+        web = _web_url(s)
+        print(f"[run] Kafka {s.bootstrap}, ClickHouse {s.clickhouse_url}, feed {args.rate:g}/s; Ctrl-C stops",
+              flush=True)
+        print(f"[run] board    {web}/board", flush=True)
+        print(f"[run] metrics  {web}/metrics (Prometheus text), readiness {web}/ready"
+              + (" (Authorization: Bearer $TOUCHSTREAM_WEB_TOKEN)" if s.web_token else ""), flush=True)
+        print("[run] answers  touchstream query funnel|sla|sessions|anomalies (after this run stops: "
+              "the embedded ClickHouse is one process)", flush=True)
         tasks = [_feed(args), _summary(args.duration)]
-        return _start_worker(s, tasks, log_format="human")
+        # the [run] lines are the report: library INFO logs would drown them
+        return _start_worker(s, tasks, log_format="human",
+                             log_level=os.environ.get("TOUCHSTREAM_LOG_LEVEL") or "warning")
     finally:
         if started is not None:
             print("[run] stopping local Kafka", flush=True)
             started.stop()
+
+
+def add_run(sub: Any) -> None:
+    r = _command(sub, "run", cmd_run, "local Kafka + embedded ClickHouse + worker + simulated feed",
+                 "Everything on one machine: starts the local Kafka (unless KAFKA_BOOTSTRAP_SERVERS is set), "
+                 "migrates the embedded ClickHouse, loads the last hours of simulated history through the "
+                 "offline core (so the board, query and Grafana have something to show at once), then runs "
+                 "the worker with a live simulated feed. Prints the board and metrics URLs and a summary "
+                 "every 5 s. The local broker it started is stopped at the end.",
+                 ["touchstream run", "touchstream run --duration 120 --rate 50",
+                  "touchstream run --history 0            # no history, live feed only",
+                  "TOUCHSTREAM_WEB_PORT=6070 touchstream run"],
+                 (*KAFKA_ENV, *TOPIC_ENV, *CLICKHOUSE_ENV, "TOUCHSTREAM_WEB_HOST", "TOUCHSTREAM_WEB_PORT",
+                  "TOUCHSTREAM_WEB_TOKEN", "TOUCHSTREAM_LOG_LEVEL", *CORE_ENV))
+    r.add_argument("--duration", type=float, default=None, help="seconds, then stop everything (default: until Ctrl-C)")
+    r.add_argument("--rate", type=float, default=100.0, help="simulated live events per second (default 100)")
+    r.add_argument("--seed", type=int, default=1, help="seed of the live feed; the history uses seed + 1 (default 1)")
+    r.add_argument("--history", default="2h", metavar="SPAN",
+                   help="simulated history loaded before the live feed starts: 2h, 90m, 0 for none (default 2h); "
+                        "on a data dir that already has data, only the gap since its newest event")
+    r.add_argument("--history-rate", type=float, default=2.5, metavar="EV_PER_S",
+                   help="events/s of the history: thin, so it loads in seconds (default 2.5)")
+    _data_dir_flag(r)
 
 
 def _feed(args: argparse.Namespace) -> Any:
@@ -162,8 +453,8 @@ def _feed(args: argparse.Namespace) -> Any:
             bootstrap_servers=rt.settings.bootstrap, linger_ms=5, acks="all", enable_idempotence=True,
             **client_kwargs(rt.settings),
         )
-        await producer.start()
         try:
+            await producer.start()
             cfg = SimConfig(rate=args.rate, duration_s=args.duration or 10 ** 9, seed=args.seed,
                             start_ms=int(time.time() * 1000))
 
@@ -237,16 +528,20 @@ async def _drain(rt: Any, timeout: float = 30.0) -> None:
           f"dlq={rt.stats.get('dlq', 0)} clickhouse.touchpoints={await _rows(rt)}", flush=True)
 
 
-# ---------------------------------------------------------------- simulate / process
+# ----------------------------------------------------------------------------- simulate
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from streams.devtools import simulate
 
     start_ms = int(args.start_ms) if args.start_ms is not None else int(time.time() * 1000)
     cfg = simulate.SimConfig(rate=args.rate, duration_s=args.duration, seed=args.seed, start_ms=start_ms)
+    if args.out == "kafka":
+        s = _settings(args)
+        _check_broker(s)
     if args.truth:
         Path(args.truth).write_bytes(orjson.dumps(simulate.truth(cfg), option=orjson.OPT_INDENT_2))
     if args.out == "kafka":
-        s = _settings(args)
         with _progress(args, "simulate", unit="events") as progress:
             return asyncio.run(_simulate_kafka(s, cfg, progress))
     t0 = time.monotonic()
@@ -254,6 +549,25 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         n = _simulate_file(cfg, args.out, args.noise, args.seed, progress)
     print(f"wrote {n} messages to {args.out} in {time.monotonic() - t0:.1f}s", file=sys.stderr)
     return 0
+
+
+def add_simulate(sub: Any) -> None:
+    sm = _command(sub, "simulate", cmd_simulate, "seeded realistic touchpoints, with injected incidents",
+                  f"A seeded, realistic multi-tenant feed ({', '.join(TENANTS)}) with injected, recorded "
+                  "incidents (a landing page outage, broken tracking, a silent support team). To a JSON-lines "
+                  "file (as fast as it goes) or to Kafka (paced to the wall clock).",
+                  ["touchstream simulate --rate 200 --duration 600 --seed 7 --out feed.jsonl --truth truth.json",
+                   "touchstream simulate --rate 50 --duration 60 --out kafka",
+                   "touchstream simulate --duration 300 --noise 0.05 --out noisy.jsonl   # DLQ demo"],
+                  (*KAFKA_ENV, *TOPIC_ENV), quiet=True)
+    sm.add_argument("--rate", type=float, default=100.0, help="mean events per second (default 100)")
+    sm.add_argument("--duration", type=float, default=600.0, help="seconds of event time (default 600)")
+    sm.add_argument("--seed", type=int, default=1, help="random seed: the same seed gives the same bytes (default 1)")
+    sm.add_argument("--out", default="kafka", help="'kafka' (paced live to touchpoints.raw) or a .jsonl path")
+    sm.add_argument("--truth", help="write the injected incidents here (JSON), for `touchstream evaluate`")
+    sm.add_argument("--start-ms", help="event time of the first event, epoch ms (default: now)")
+    sm.add_argument("--noise", type=float, default=0.0,
+                    help="file output: fraction of events followed by a malformed copy (DLQ demo)")
 
 
 def _simulate_file(cfg: Any, path: str, noise: float, seed: int, progress: Any) -> int:
@@ -300,8 +614,8 @@ async def _simulate_kafka(s: Settings, cfg: Any, progress: Any = None) -> int:
     await topics.ensure_all(s)
     producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, linger_ms=5, acks="all",
                                 enable_idempotence=True, **client_kwargs(s))
-    await producer.start()
     try:
+        await producer.start()
         t0 = time.monotonic()
 
         async def send(key: bytes, value: bytes) -> None:
@@ -316,86 +630,230 @@ async def _simulate_kafka(s: Settings, cfg: Any, progress: Any = None) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- process / backfill
+
+
 def cmd_process(args: argparse.Namespace) -> int:
     from streams.app.worker import pipeline_config
     from streams.offline import process_file
 
     s = _settings(args)
     config = pipeline_config(s)
+    source = _need_file(args.input, "input file", "give a JSON-lines file of touchpoints, e.g. one written by "
+                        "`touchstream simulate --out feed.jsonl`")
+    if args.into_clickhouse:
+        ch = _clickhouse(s)  # busy or unreachable: say so before the work, not after it
+        ch.close()
     t0 = time.monotonic()
     with _progress(args, "process", unit="lines") as progress:
-        summary = process_file(Path(args.input), Path(args.out), config, progress)
+        summary = process_file(source, Path(args.out), config, progress)
     dt = time.monotonic() - t0
-    print(orjson.dumps({
+    result: dict[str, Any] = {
         "lines": summary.lines, "valid": summary.valid, "dead_lettered": summary.dead_lettered,
         "duplicates": summary.duplicates, "written": summary.written, "seconds": round(dt, 3),
         "events_per_s": round(summary.lines / dt) if dt > 0 else None,
-    }).decode())
+    }
+    if args.into_clickhouse:
+        loaded = _backfill(args, s, Path(args.out))
+        result["clickhouse"] = loaded.as_dict()
+        print(orjson.dumps(result).decode())
+        return _rejected_exit(loaded)
+    print(orjson.dumps(result).decode())
     return 0
 
 
-# ---------------------------------------------------------------- status
+def add_process(sub: Any) -> None:
+    pr = _command(sub, "process", cmd_process, "the core offline over a JSON-lines file",
+                  "Run the same core as the live worker over a JSON-lines file, in event time, and write "
+                  "its outputs (enriched.jsonl, sessions.jsonl, sla.jsonl, funnel.jsonl, anomalies.jsonl, "
+                  "dlq.jsonl, ...) to --out. The same input gives the same bytes. With --into-clickhouse the "
+                  "outputs are then loaded into ClickHouse (as `touchstream backfill`).",
+                  ["touchstream process feed.jsonl --out out/",
+                   "touchstream process feed.jsonl --out out/ --into-clickhouse"],
+                  (*CORE_ENV, *CLICKHOUSE_ENV), quiet=True)
+    pr.add_argument("input", help="JSON-lines file of touchpoints (contract: schemas/touchpoint.v1.json)")
+    pr.add_argument("--out", required=True, help="directory for the output files (created)")
+    pr.add_argument("--into-clickhouse", action="store_true",
+                    help="then load the outputs into ClickHouse (idempotent, see `touchstream backfill`)")
+
+
+def _backfill(args: argparse.Namespace, s: Settings, out_dir: Path) -> Any:
+    from streams.clickhouse.backfill import load
+    from streams.clickhouse.migrate import migrate
+
+    ch = _clickhouse(s)
+    try:
+        migrate(ch)
+        with _progress(args, "backfill", unit="lines") as progress:
+            return load(ch, out_dir, progress)
+    finally:
+        ch.close()
+
+
+def _rejected_exit(loaded: Any) -> int:
+    if not loaded.rejected:
+        return 0
+    first = next(t.first_rejection for t in loaded.tables.values() if t.first_rejection)
+    print(f"touchstream: {loaded.rejected} line(s) could not be loaded and were skipped (first: {first}); "
+          "the rest is in ClickHouse", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    out_dir = Path(args.out_dir)
+    if not out_dir.is_dir():
+        raise CliError(f"{out_dir} is not a directory: give the --out directory of `touchstream process`")
+    loaded = _backfill(args, s, out_dir)
+    print(orjson.dumps(loaded.as_dict()).decode())
+    return _rejected_exit(loaded)
+
+
+def add_backfill(sub: Any) -> None:
+    bf = _command(sub, "backfill", cmd_backfill, "load `touchstream process` outputs into ClickHouse",
+                  "Insert the outputs of `touchstream process` into the same ClickHouse tables the live sink "
+                  "writes, with the same row mapping. Idempotent: loading a directory twice changes no count "
+                  "(identity-keyed tables and deterministic insert deduplication tokens). Migrates first.",
+                  ["touchstream process feed.jsonl --out out/ && touchstream backfill out/",
+                   "CLICKHOUSE_URL=http://user:pass@clickhouse:8123/touchstream touchstream backfill out/"],
+                  CLICKHOUSE_ENV, quiet=True)
+    bf.add_argument("out_dir", help="the --out directory of `touchstream process`")
+
+
+# ----------------------------------------------------------------------------- status
+
+
+def _local_broker_state(s: Settings) -> dict[str, Any] | None:
+    """The project-started broker's state when KAFKA_BOOTSTRAP_SERVERS is unset (else None)."""
+    if s.kafka_bootstrap is not None:
+        return None
+    from streams.localkafka import LocalKafka
+
+    k = LocalKafka.from_state(s.kafka_dir)
+    if k is None:
+        return {"state": "never started", "dir": str(s.kafka_dir)}
+    running = [n.node_id for n in k.nodes if k.running(n)]
+    return {"state": "running" if running else "stopped", "dir": str(s.kafka_dir), "nodes_running": running}
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    from streams.clickhouse.client import ClickHouse, redact
+    from streams.app.topics import all_groups
+    from streams.clickhouse.client import redact
     from streams.kafka_admin import describe
 
     s = _settings(args)
-    report: dict[str, Any] = {"kafka": {"bootstrap": s.bootstrap, "reachable": False, "topics": {}, "lag": {}}}
-    from streams.app.topics import all_groups
+    kafka: dict[str, Any] = {"bootstrap": s.bootstrap, "reachable": False, "topics": {}, "lag": {}}
+    local = _local_broker_state(s)
+    if local is not None:
+        kafka["local_broker"] = local
+    if local is not None and local["state"] != "running":
+        kafka["error"] = (f"the local broker is {local['state']}: `touchstream kafka start` starts it "
+                          "(`touchstream run` starts and stops its own)")
+    else:
+        from streams.kafka_admin import BrokerUnreachable, check_broker
 
-    groups = [*all_groups(s.app_id), f"{s.app_id}-dlq-replay"]
-    try:
-        info = asyncio.run(describe(s.bootstrap, groups, s, timeout=5.0))
-        report["kafka"].update(reachable=True, **info)
-    except Exception as exc:  # broker down is a valid status, not a crash
-        report["kafka"]["error"] = f"{type(exc).__name__}: {exc}"[:300]
-    ch_report: dict[str, Any] = {"url": redact(s.clickhouse_url), "tables": {}}
-    try:
-        ch = ClickHouse(s.clickhouse_url, s.clickhouse_database)
-        for table in ch.tables():
-            ch_report["tables"][table] = ch.count(table, final=True)
-        ch.close()
-        ch_report["reachable"] = True
-    except Exception as exc:  # embedded engine locked by a running worker, or server down
-        ch_report["reachable"] = False
-        ch_report["error"] = f"{type(exc).__name__}: {exc}"[:300]
-    report["clickhouse"] = ch_report
+        groups = [*all_groups(s.app_id), f"{s.app_id}-dlq-replay"]
+        try:
+            asyncio.run(check_broker(s, timeout=5.0))  # the reason in one line (refused, TLS, credentials)
+            info = asyncio.run(describe(s.bootstrap, groups, s, timeout=5.0))
+            kafka.update(reachable=True, **info)
+        except BrokerUnreachable as exc:
+            kafka["error"] = str(exc)
+        except Exception as exc:  # broker down is a valid status, not a crash
+            kafka["error"] = f"{type(exc).__name__}: {exc}"[:300]
+    ch_report: dict[str, Any] = {"url": redact(s.clickhouse_url), "reachable": False, "tables": {}}
+    path = _engine_path(s)
+    pid = engine_holder(path) if path is not None else None
+    if pid is not None:
+        ch_report.update(busy=True, held_by_pid=pid or None, error=_busy_message(s, pid))
+    else:
+        try:
+            ch = _clickhouse(s)
+            try:
+                for table in ch.tables():
+                    ch_report["tables"][table] = ch.count(table, final=True)
+            finally:
+                ch.close()
+            ch_report["reachable"] = True
+        except Exception as exc:  # a server down is a valid status, not a crash
+            ch_report["error"] = f"{type(exc).__name__}: {exc}"[:300]
+    report = {"kafka": kafka, "clickhouse": ch_report}
     if args.json:
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return 0
-    k = report["kafka"]
-    print(f"Kafka {k['bootstrap']}: {'reachable' if k['reachable'] else 'UNREACHABLE ' + k.get('error', '')}")
-    for name, t in sorted(k.get("topics", {}).items()):
+    state = "reachable" if kafka["reachable"] else "UNREACHABLE: " + kafka.get("error", "")
+    print(f"Kafka {kafka['bootstrap']}: {state}")
+    for name, t in sorted(kafka.get("topics", {}).items()):
         print(f"  {name:28s} partitions={t['partitions']:<3d} messages={t['messages']}")
-    for gid, lag in k.get("lag", {}).items():
+    for gid, lag in kafka.get("lag", {}).items():
         if lag:
             print(f"  lag[{gid}]: " + ", ".join(f"{t}={n}" for t, n in sorted(lag.items())))
-    print(f"ClickHouse {ch_report['url']}: " + ("ok" if ch_report.get("reachable") else ch_report.get("error", "")))
+    print(f"ClickHouse {ch_report['url']}: " + ("ok" if ch_report["reachable"] else ch_report.get("error", "")))
     for table, n in sorted(ch_report["tables"].items()):
         print(f"  {table:28s} rows={n}")
     return 0
 
 
-# ---------------------------------------------------------------- dlq replay
+def add_status(sub: Any) -> None:
+    st = _command(sub, "status", cmd_status, "broker, topics, lag and ClickHouse rows",
+                  "What runs and how far it is: the broker (or the local broker's state), each topic's "
+                  "messages, each consumer group's lag, and the rows per ClickHouse table. While a worker "
+                  "holds the embedded ClickHouse, says busy.",
+                  ["touchstream status", "touchstream status --json | jq .kafka.lag"],
+                  (*KAFKA_ENV, *CLICKHOUSE_ENV, "TOUCHSTREAM_APP_ID"))
+    st.add_argument("--json", action="store_true", help="the whole report as JSON on stdout")
+    _data_dir_flag(st)
+
+
+# ----------------------------------------------------------------------------- dlq replay
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     from streams.dlq import replay
 
     s = _settings(args)
+    _check_broker(s)
     with _progress(args, "dlq replay", unit="letters") as progress:
         res = asyncio.run(replay(s, reason=args.reason, timeout_s=args.timeout, progress=progress))
     print(orjson.dumps(res).decode())
     return 0
 
 
-# ---------------------------------------------------------------- query
+def add_dlq(sub: Any) -> None:
+    d = _command(sub, "dlq", cmd_dlq, "dead-letter tools",
+                 "replay: re-send the dead letters that now validate (after a producer or contract fix) to "
+                 "touchpoints.raw with their original key and bytes. Idempotent: progress is a committed "
+                 "consumer-group offset per --reason, and a re-sent event is dropped by the event_id dedup.",
+                 ["touchstream dlq replay", "touchstream dlq replay --reason unknown_channel --timeout 30"],
+                 (*KAFKA_ENV, "TOUCHSTREAM_APP_ID", "TOUCHSTREAM_MAX_MESSAGE_BYTES", "TOUCHSTREAM_MAX_FUTURE_S"),
+                 quiet=True)
+    d.add_argument("action", choices=["replay"], help="what to do with the dead-letter topic")
+    d.add_argument("--reason", help="only messages dead-lettered for this reason (schemas/dlq.v1.json)")
+    d.add_argument("--timeout", type=float, default=10.0, help="stop when no DLQ message arrives for this long (s)")
+
+
+# ----------------------------------------------------------------------------- query
+
+QUERY_TABLES = {"funnel": ("touchpoints",), "sla": ("response_times", "sla_events"), "sessions": ("sessions",),
+                "anomalies": ("anomalies",)}
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     from streams.clickhouse import queries
-    from streams.clickhouse.client import ClickHouse
+    from streams.clickhouse.client import redact
 
     s = _settings(args)
-    since = queries.parse_since(args.since)
-    ch = ClickHouse(s.clickhouse_url, s.clickhouse_database)
     try:
+        since = queries.parse_since(args.since)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    ch = _clickhouse(s)
+    try:
+        missing = [t for t in QUERY_TABLES[args.what] if t not in set(ch.tables())]
+        if missing:
+            raise CliError(f"no {', '.join(missing)} table in ClickHouse {redact(s.clickhouse_url)} (database "
+                           f"{ch.db}): nothing has been loaded yet; run `touchstream run` (it loads history), "
+                           "`touchstream backfill OUT_DIR`, or `touchstream migrate` and a worker")
         if args.what == "funnel":
             rows = queries.funnel(ch, args.tenant, since, args.by)
         elif args.what == "sla":
@@ -413,6 +871,25 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_query(sub: Any) -> None:
+    q = _command(sub, "query", cmd_query, "answers from ClickHouse: funnel, sla, sessions, anomalies",
+                 "Answers from ClickHouse (exact: FINAL): funnel = persons per stage and conversion; sla = "
+                 "attainment, response-time percentiles and breaches by team and channel; sessions = sessions "
+                 "by channel; anomalies = open (or --all) funnel anomalies with estimated lost conversions.",
+                 [f"touchstream query funnel --tenant {TENANTS[0]} --since 1h --by campaign",
+                  f"touchstream query sla --tenant {TENANTS[1]} --since 24h --json",
+                  "touchstream query anomalies --since 7d --all",
+                  f"touchstream query sessions --tenant {TENANTS[2]} | head"],
+                 CLICKHOUSE_ENV)
+    q.add_argument("what", choices=list(QUERY_TABLES), help="which answer")
+    q.add_argument("--tenant", help=f"one tenant, e.g. {TENANTS[0]} (default: all)")
+    q.add_argument("--since", default="1h", help="period: 30m, 1h, 7d (default 1h)")
+    q.add_argument("--by", choices=["campaign", "channel"], help="funnel: split by dimension")
+    q.add_argument("--all", action="store_true", help="anomalies: include resolved ones")
+    q.add_argument("--json", action="store_true", help="rows as JSON instead of a table")
+    _data_dir_flag(q)
+
+
 def _print_table(rows: list[dict[str, Any]]) -> None:
     if not rows:
         print("(no rows)")
@@ -425,11 +902,17 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
 
 
-# ---------------------------------------------------------------- evaluate
+# ----------------------------------------------------------------------------- evaluate
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from streams.devtools.evaluate import main as evaluate
 
-    res = evaluate(args.truth, args.anomalies, args.funnel)
+    hint = "write it with `touchstream simulate --truth` / `touchstream process --out`"
+    truth = _need_file(args.truth, "truth file", hint)
+    anomalies = _need_file(args.anomalies, "anomalies file", hint)
+    funnel = _need_file(args.funnel, "funnel file", hint) if args.funnel else None
+    res = evaluate(str(truth), str(anomalies), str(funnel) if funnel else None)
     if args.json:
         print(orjson.dumps(res, option=orjson.OPT_INDENT_2).decode())
         return 0
@@ -442,7 +925,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- bench
+def add_evaluate(sub: Any) -> None:
+    ev = _command(sub, "evaluate", cmd_evaluate, "anomaly detector recall / false alarms / delay vs simulator truth",
+                  "Score the anomaly detector's output of a simulated run against the incidents the simulator "
+                  "injected: recall, false alarms per 100 series-days, median detection delay.",
+                  ["touchstream simulate --duration 3600 --out feed.jsonl --truth truth.json && "
+                   "touchstream process feed.jsonl --out out/ && "
+                   "touchstream evaluate --truth truth.json --anomalies out/anomalies.jsonl --funnel out/funnel.jsonl"],
+                  ())
+    ev.add_argument("--truth", required=True, help="incidents file of `touchstream simulate --truth`")
+    ev.add_argument("--anomalies", required=True, help="anomalies.jsonl of `touchstream process`")
+    ev.add_argument("--funnel", help="funnel.jsonl of the same run: eligibility and series-days")
+    ev.add_argument("--json", action="store_true", help="the scores as JSON")
+
+
+# ----------------------------------------------------------------------------- bench
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from streams.devtools import bench
 
@@ -450,104 +949,105 @@ def cmd_bench(args: argparse.Namespace) -> int:
     phases = tuple(p.strip() for p in args.only.split(",")) if args.only else bench.PHASES
     unknown = set(phases) - set(bench.PHASES)
     if unknown:
-        print(f"error: unknown bench phase(s) {sorted(unknown)}; choose from {', '.join(bench.PHASES)}",
-              file=sys.stderr)
-        return 2
+        raise CliError(f"unknown bench phase(s) {sorted(unknown)}; choose from {', '.join(bench.PHASES)}")
     cfg = bench.BenchConfig(events=args.events, partitions=args.partitions, workers=args.workers, rate=args.rate,
                             persons=args.persons, recovery_persons=args.recovery_persons,
                             sla_conversations=args.sla_conversations, sink_rows=args.sink_rows, phases=phases)
     return bench.main(s, cfg, args.json)
 
 
-# ---------------------------------------------------------------- main
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="touchstream", description="Real-time touchpoint stream processor.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--data-dir", help="overrides TOUCHSTREAM_DATA_DIR")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output on stderr")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    def quiet(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        # SUPPRESS: an omitted sub-command flag must not reset a global --quiet
-        sp.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                        help="no progress output on stderr")
-        return sp
-
-    k = sub.add_parser("kafka", help="start/stop the local Kafka (KRaft, Maven-resolved jars)")
-    k.add_argument("action", choices=["start", "stop"])
-    k.add_argument("--nodes", type=int, choices=[1, 3], default=1)
-    k.add_argument("--data-dir", help="overrides TOUCHSTREAM_DATA_DIR")
-    k.set_defaults(fn=cmd_kafka)
-
-    mg = quiet(sub.add_parser("migrate", help="apply ClickHouse migrations"))
-    mg.add_argument("--cluster-ddl", metavar="CLUSTER", help="print the replicated + Distributed DDL instead")
-    mg.set_defaults(fn=cmd_migrate)
-    sub.add_parser("worker", help="run the stream worker").set_defaults(fn=cmd_worker)
-
-    r = sub.add_parser("run", help="local Kafka + embedded ClickHouse + worker + simulated feed")
-    r.add_argument("--duration", type=float, default=None, help="seconds, then stop everything (default: until Ctrl-C)")
-    r.add_argument("--rate", type=float, default=100.0, help="simulated events per second")
-    r.add_argument("--seed", type=int, default=1)
-    r.set_defaults(fn=cmd_run)
-
-    sm = quiet(sub.add_parser("simulate", help="seeded realistic touchpoints, with injected incidents"))
-    sm.add_argument("--rate", type=float, default=100.0)
-    sm.add_argument("--duration", type=float, default=600.0)
-    sm.add_argument("--seed", type=int, default=1)
-    sm.add_argument("--out", default="kafka", help="'kafka' (paced live) or a .jsonl path")
-    sm.add_argument("--truth", help="write the injected incidents here (JSON)")
-    sm.add_argument("--start-ms", help="event time of the first event (default: now)")
-    sm.add_argument("--noise", type=float, default=0.0,
-                    help="file output: fraction of events followed by a malformed copy (DLQ demo)")
-    sm.set_defaults(fn=cmd_simulate)
-
-    pr = quiet(sub.add_parser("process", help="the core offline over a JSON-lines file (also the backfill)"))
-    pr.add_argument("input")
-    pr.add_argument("--out", required=True)
-    pr.set_defaults(fn=cmd_process)
-
-    st = sub.add_parser("status", help="broker, topics, lag and ClickHouse rows")
-    st.add_argument("--json", action="store_true")
-    st.set_defaults(fn=cmd_status)
-
-    q = sub.add_parser("query", help="answers from ClickHouse: funnel, sla, sessions, anomalies")
-    q.add_argument("what", choices=["funnel", "sla", "sessions", "anomalies"])
-    q.add_argument("--tenant")
-    q.add_argument("--since", default="1h", help="period: 30m, 1h, 7d (default 1h)")
-    q.add_argument("--by", choices=["campaign", "channel"], help="funnel: split by dimension")
-    q.add_argument("--all", action="store_true", help="anomalies: include resolved ones")
-    q.add_argument("--json", action="store_true")
-    q.set_defaults(fn=cmd_query)
-
-    ev = sub.add_parser("evaluate", help="anomaly detector recall / false alarms / delay vs simulator truth")
-    ev.add_argument("--truth", required=True)
-    ev.add_argument("--anomalies", required=True)
-    ev.add_argument("--funnel", help="funnel.jsonl of the same run: eligibility and series-days")
-    ev.add_argument("--json", action="store_true")
-    ev.set_defaults(fn=cmd_evaluate)
-
-    b = sub.add_parser("bench", help="bare consumer vs full pipeline, latency, memory, recovery")
-    b.add_argument("--events", type=int, default=200_000)
-    b.add_argument("--partitions", type=int, default=4)
+def add_bench(sub: Any) -> None:
+    b = _command(sub, "bench", cmd_bench, "bare consumer vs full pipeline, latency, memory, recovery",
+                 "Measure the pipeline on this machine: throughput against a bare consumer, end-to-end latency "
+                 "at an offered load, memory per active person, state recovery, SLA timers, ClickHouse inserts.",
+                 ["touchstream bench --only pipeline --events 100000",
+                  "touchstream bench --json bench.json"],
+                 (*KAFKA_ENV, *CLICKHOUSE_ENV))
+    b.add_argument("--events", type=int, default=200_000, help="events of the throughput runs")
+    b.add_argument("--partitions", type=int, default=4, help="partitions of the bench topics")
     b.add_argument("--workers", type=int, default=1,
                    help="pipeline run: 1 = one worker with every role; W >= 2 = W-1 processing + 1 sink worker")
     b.add_argument("--rate", type=float, default=5000.0, help="offered load for the latency run")
     b.add_argument("--persons", type=int, default=100_000, help="active persons for the memory figure")
-    b.add_argument("--recovery-persons", type=int, default=1_000_000)
+    b.add_argument("--recovery-persons", type=int, default=1_000_000, help="persons in the state to restore")
     b.add_argument("--sla-conversations", type=int, default=100_000, help="open conversations for the timer run")
     b.add_argument("--sink-rows", type=int, default=200_000, help="rows per ClickHouse table for the insert run")
     b.add_argument("--only", help="comma-separated phases: pipeline,memory,recovery,sla,sink (default: all)")
     b.add_argument("--json", help="also write the figures to this file")
-    b.set_defaults(fn=cmd_bench)
 
-    d = quiet(sub.add_parser("dlq", help="dead-letter tools"))
-    d.add_argument("action", choices=["replay"])
-    d.add_argument("--reason", help="only messages dead-lettered for this reason")
-    d.add_argument("--timeout", type=float, default=10.0, help="stop when no DLQ message arrives for this long")
-    d.set_defaults(fn=cmd_dlq)
+
+# ----------------------------------------------------------------------------- parser
+
+COMMANDS: tuple[Callable[[Any], None], ...] = (
+    add_run, add_worker, add_kafka, add_migrate, add_simulate, add_process, add_backfill, add_status, add_query,
+    add_dlq, add_evaluate, add_bench,
+)
+
+EPILOG = f"""examples:
+  touchstream run                          # everything local: broker, ClickHouse, history, worker, feed
+  touchstream query funnel --tenant {TENANTS[0]} --since 1h --by campaign
+  touchstream status --json
+  touchstream <command> --help             # each command: what it does, flags, examples, environment
+
+Expected failures end in one line on stderr saying what to do (exit 1); --debug shows the traceback.
+Long-running commands report progress on stderr (--quiet silences it); stdout keeps the result.
+"""
+
+
+def _data_dir_flag(p: argparse.ArgumentParser) -> None:
+    # SUPPRESS: an omitted sub-command flag must not reset the global one
+    p.add_argument("--data-dir", default=argparse.SUPPRESS, help="overrides TOUCHSTREAM_DATA_DIR")
+
+
+def _command(sub: Any, name: str, fn: Callable[[argparse.Namespace], int], summary: str, description: str,
+             examples: Sequence[str], env: Sequence[str], quiet: bool = False) -> argparse.ArgumentParser:
+    """A sub-command whose --help has a description, examples and the variables it reads."""
+    docs = _env_docs()
+    lines = ["examples:", *(f"  {e}" for e in examples), "", "environment:"]
+    if env:
+        width = max(len(v) for v in env)
+        lines += [f"  {v.ljust(width)}  {docs[v]}" for v in env]
+    else:
+        lines.append("  (none)")
+    p = sub.add_parser(name, help=summary, description=description, epilog="\n".join(lines),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    if quiet:
+        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="no progress output on stderr")
+    p.set_defaults(fn=fn)
     return p
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("touchstream")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="touchstream", description="Real-time touchpoint stream processor: identity, sessions, response-time "
+        "SLAs, funnel anomalies. Kafka in, Kafka and ClickHouse out.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"touchstream {_version()}")
+    p.add_argument("--data-dir", help="overrides TOUCHSTREAM_DATA_DIR (local state: Kafka, embedded ClickHouse)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output on stderr")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a failure instead of one line")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return p
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the interpreter's final flush is quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -558,6 +1058,16 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(Exception):  # a bad setting is reported by the command itself
         secrets = _secrets(Settings.from_env())
     setup("human", os.environ.get("TOUCHSTREAM_LOG_LEVEL") or "warning", secrets)
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         return int(args.fn(args) or 0)
-    return 130
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `touchstream query ... | head`: the reader has what it wanted
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except Exception as exc:
+        message = None if args.debug else _explain(exc)
+        if message is None:
+            raise
+        print(f"touchstream {args.command}: {message}", file=sys.stderr)
+        return EXIT_FAILURE

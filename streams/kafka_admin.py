@@ -14,7 +14,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.structs import TopicPartition
 
 from streams.settings import Settings
@@ -32,6 +34,72 @@ def client_kwargs(settings: Settings | None) -> dict[str, Any]:
         kw["sasl_plain_username"] = settings.kafka_sasl_username
         kw["sasl_plain_password"] = settings.kafka_sasl_password
     return kw
+
+
+class BrokerUnreachable(RuntimeError):
+    """Kafka cannot be used with these settings; the message is one line saying what to change."""
+
+
+def _hosts(bootstrap: str) -> list[tuple[str, int]]:
+    out = []
+    for item in bootstrap.split(","):
+        host, _, port = item.strip().rpartition(":")
+        out.append((host.strip("[]") or "localhost", int(port) if port.isdigit() else 9092))
+    return out
+
+
+def _reason(exc: BaseException, host: str, port: int, settings: Settings | None) -> tuple[str, bool]:
+    """(what went wrong and what to change, whether it is final: retrying another node cannot help)."""
+    where = f"{host}:{port}"
+    proto = settings.kafka_security_protocol if settings is not None else "PLAINTEXT"
+    if isinstance(exc, kafka_errors.SaslAuthenticationFailed | kafka_errors.AuthenticationFailedError):
+        user = settings.kafka_sasl_username if settings is not None else None
+        mech = settings.kafka_sasl_mechanism if settings is not None else None
+        return (f"Kafka at {where} refused the credentials of KAFKA_SASL_USERNAME={user} ({mech}): "
+                "check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD", True)
+    if isinstance(exc, kafka_errors.UnsupportedSaslMechanismError | kafka_errors.AuthenticationMethodNotSupported):
+        mech = settings.kafka_sasl_mechanism if settings is not None else None
+        return f"Kafka at {where} does not accept KAFKA_SASL_MECHANISM={mech} ({exc})", True
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"the TLS certificate of Kafka at {where} is not trusted ({exc.verify_message}): set "
+                "KAFKA_SSL_CAFILE to the CA that signed it", True)
+    if isinstance(exc, ssl.SSLError):
+        return (f"TLS with Kafka at {where} failed ({exc.reason or exc}): is KAFKA_SECURITY_PROTOCOL={proto} "
+                "what this listener speaks?", False)
+    if isinstance(exc, TimeoutError):
+        return (f"no answer from Kafka at {where} (KAFKA_SECURITY_PROTOCOL={proto}: a TLS listener spoken to "
+                "in plaintext, or a firewall?)", False)
+    if isinstance(exc, ConnectionRefusedError):
+        return f"nothing listens at {where}", False
+    if isinstance(exc, OSError):
+        return f"cannot connect to {where} ({exc.strerror or exc})", False
+    return (f"Kafka at {where} closed the connection ({type(exc).__name__}: {exc}): is "
+            f"KAFKA_SECURITY_PROTOCOL={proto} what this listener expects?", False)
+
+
+async def check_broker(settings: Settings, timeout: float = 10.0) -> None:
+    """Connect to a bootstrap server the way every client will (TLS, SASL), or raise
+    :class:`BrokerUnreachable` with the reason. The CLI calls this before it creates any client:
+    aiokafka's own bootstrap failure says only "Unable to bootstrap", and a client that failed to
+    start is left unclosed (a warning at exit); the reason (refused, TLS, credentials) is lost."""
+    reasons = []
+    for host, port in _hosts(settings.bootstrap):
+        try:
+            conn = await asyncio.wait_for(
+                create_conn(host, port, request_timeout_ms=int(timeout * 1000), **client_kwargs(settings)), timeout)
+        except Exception as exc:  # classified below: every failure becomes one line
+            reason, final = _reason(exc, host, port, settings)
+            if final:
+                raise BrokerUnreachable(reason) from exc
+            reasons.append(reason)
+            continue
+        conn.close()
+        return
+    where = ("KAFKA_BOOTSTRAP_SERVERS" if settings.kafka_bootstrap
+             else "the local broker: KAFKA_BOOTSTRAP_SERVERS is unset")
+    hint = ("start it with `touchstream kafka start` (or use `touchstream run`)" if not settings.kafka_bootstrap
+            else "check KAFKA_BOOTSTRAP_SERVERS, or unset it to use the local broker")
+    raise BrokerUnreachable(f"cannot reach Kafka at {settings.bootstrap} ({where}): {'; '.join(reasons)}; {hint}")
 
 
 async def _with_admin(bootstrap: str, settings: Settings | None, fn: Any, timeout: float = 10.0) -> Any:
@@ -64,6 +132,21 @@ def cluster_brokers(bootstrap: str, timeout: float = 5.0, settings: Settings | N
         return len((await admin.describe_cluster())["brokers"])
 
     return asyncio.run(_with_admin(bootstrap, settings, go, timeout))
+
+
+def coordinator_ready(bootstrap: str, timeout: float = 5.0, settings: Settings | None = None) -> bool:
+    """Does the broker name a group coordinator yet? On a new cluster the first consumer group
+    creates ``__consumer_offsets``; until its partitions have leaders every join fails and aiokafka
+    logs each attempt as an ERROR, which is all a newcomer would see in the first seconds of
+    ``touchstream run``."""
+    async def go(admin: AIOKafkaAdminClient) -> bool:
+        try:
+            await admin.find_coordinator(f"__touchstream_probe_{uuid.uuid4().hex[:8]}")
+        except kafka_errors.KafkaError:  # coordinator not available yet
+            return False
+        return True
+
+    return bool(asyncio.run(_with_admin(bootstrap, settings, go, timeout)))
 
 
 def can_replicate(bootstrap: str, replication: int, timeout: float = 10.0, settings: Settings | None = None) -> bool:

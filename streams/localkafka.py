@@ -1,12 +1,22 @@
 """Starts and stops a real Apache Kafka 4 (KRaft) on 127.0.0.1 from Maven-resolved jars.
 
 Why this exists: machines here have Java and Maven but no Docker, and integration tests must
-hit a real broker. The jars are resolved once with ``mvn`` (``deploy/kafka/pom.xml``) into the
+hit a real broker. The jars are resolved once with ``mvn`` (``streams/localkafka.pom.xml``, package
+data, so an installed ``touchstream`` can start it too) into the
 data dir; each node is one JVM in combined broker+controller mode, started detached with its
 pid recorded so ``stop`` (or a crashed test run's next ``start``) can clean up.
 
 Layout under ``<data dir>/kafka``: ``libs-<version>/`` (jars), ``node-<id>/`` (server.properties,
 log4j2.yaml, data/, server.log, pid), ``cluster.json`` (what runs).
+
+**Secured** (``secure=True``, ``touchstream kafka start --secure``): the client listener speaks
+SASL_SSL with SCRAM-SHA-512, as production brokers do, so the clients' security settings are
+exercised for real (tests/integration/test_secured_broker.py). At the first start a CA and a
+broker certificate for 127.0.0.1/localhost are made with ``openssl`` under ``tls/``, and the SCRAM
+users (``broker`` for inter-broker traffic, ``touchstream`` for clients) are created by Kafka's own
+storage tool when it formats the node (``--add-scram``). Passwords are random; ``client.env``
+(mode 600) holds the client settings: ``KAFKA_SECURITY_PROTOCOL``, ``KAFKA_SASL_*``,
+``KAFKA_SSL_CAFILE``, ``KAFKA_BOOTSTRAP_SERVERS``.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -21,10 +32,15 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
 
 KAFKA_VERSION = os.environ.get("TOUCHSTREAM_KAFKA_VERSION", "4.1.2")
-POM = Path(__file__).resolve().parent.parent / "deploy" / "kafka" / "pom.xml"
+POM = Path(str(files("streams").joinpath("localkafka.pom.xml")))
 PORT_STEP = 10  # node i listens on base + PORT_STEP*(i-1) (broker) and +1 (controller)
 
 _LOG4J = """Configuration:
@@ -126,7 +142,97 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-def _properties(node: Node, nodes: list[Node]) -> str:
+SCRAM = "SCRAM-SHA-512"
+CLIENT_USER = "touchstream"
+BROKER_USER = "broker"
+
+
+@dataclass(frozen=True)
+class Tls:
+    """The secured cluster's material: CA, broker keystore, SCRAM passwords (see the module doc)."""
+
+    dir: Path
+    keystore_password: str
+    broker_password: str
+    client_password: str
+
+    @property
+    def ca(self) -> Path:
+        return self.dir / "ca.pem"
+
+    @property
+    def keystore(self) -> Path:
+        return self.dir / "broker.p12"
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    proc = subprocess.run([_require("openssl", "install OpenSSL (apt-get install openssl)"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise KafkaLaunchError(f"openssl {args[0]} failed: {(proc.stdout + proc.stderr)[-1000:]}")
+
+
+def ensure_tls(base_dir: Path) -> Tls:
+    """Make (once) a CA, a broker certificate signed by it for 127.0.0.1 and localhost in a PKCS12
+    keystore, and the random passwords; later starts reuse them (the SCRAM users live in the
+    formatted metadata, so their passwords must not change)."""
+    d = base_dir / "tls"
+    secrets_file = d / "secrets.json"
+    if secrets_file.exists() and (d / "broker.p12").exists() and (d / "ca.pem").exists():
+        return Tls(d, **json.loads(secrets_file.read_text()))
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    os.chmod(d, 0o700)
+    pw = {k: secrets.token_urlsafe(18) for k in ("keystore_password", "broker_password", "client_password")}
+    days = "825"
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", days,
+             "-subj", "/CN=touchstream local CA", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-addext", "subjectKeyIdentifier=hash", cwd=d)
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "broker.key", "-out", "broker.csr",
+             "-subj", "/CN=localhost", cwd=d)
+    (d / "broker.ext").write_text(
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n")
+    _openssl("x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "broker.pem", "-days", days, "-extfile", "broker.ext", cwd=d)
+    _openssl("pkcs12", "-export", "-in", "broker.pem", "-inkey", "broker.key", "-certfile", "ca.pem",
+             "-name", "broker", "-out", "broker.p12", "-passout", f"pass:{pw['keystore_password']}", cwd=d)
+    for name in ("ca.key", "broker.key", "broker.csr"):
+        os.chmod(d / name, 0o600)
+    secrets_file.write_text(json.dumps(pw))
+    os.chmod(secrets_file, 0o600)
+    return Tls(d, **pw)
+
+
+def _security_lines(node: Node, tls: Tls | None) -> list[str]:
+    if tls is None:
+        return [
+            f"listeners=PLAINTEXT://127.0.0.1:{node.broker_port},CONTROLLER://127.0.0.1:{node.controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{node.broker_port}",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        ]
+    jaas = (f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{BROKER_USER}" '
+            f'password="{tls.broker_password}";')
+    return [
+        f"listeners=SASL_SSL://127.0.0.1:{node.broker_port},CONTROLLER://127.0.0.1:{node.controller_port}",
+        f"advertised.listeners=SASL_SSL://127.0.0.1:{node.broker_port}",
+        "inter.broker.listener.name=SASL_SSL",
+        "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+        f"sasl.enabled.mechanisms={SCRAM}",
+        f"sasl.mechanism.inter.broker.protocol={SCRAM}",
+        f"listener.name.sasl_ssl.{SCRAM.lower()}.sasl.jaas.config={jaas}",
+        "ssl.keystore.type=PKCS12",
+        f"ssl.keystore.location={tls.keystore}",
+        f"ssl.keystore.password={tls.keystore_password}",
+        "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={tls.ca}",
+        "ssl.client.auth=none",
+    ]
+
+
+def _properties(node: Node, nodes: list[Node], tls: Tls | None = None) -> str:
     voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in nodes)
     rf = min(3, len(nodes))
     return "\n".join(
@@ -134,11 +240,8 @@ def _properties(node: Node, nodes: list[Node]) -> str:
             "process.roles=broker,controller",
             f"node.id={node.node_id}",
             f"controller.quorum.voters={voters}",
-            f"listeners=PLAINTEXT://127.0.0.1:{node.broker_port},CONTROLLER://127.0.0.1:{node.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{node.broker_port}",
+            *_security_lines(node, tls),
             "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             f"log.dirs={node.dir / 'data'}",
             "num.partitions=4",
             f"default.replication.factor={rf}",
@@ -184,9 +287,11 @@ class LocalKafka:
         base_port: int = 19092,
         version: str = KAFKA_VERSION,
         libs_root: Path | None = None,
+        secure: bool = False,
     ):
         if nodes not in (1, 3):
             raise KafkaLaunchError("--nodes must be 1 or 3")
+        self.secure = secure
         self.base_dir = Path(base_dir)
         # jars can be shared by several clusters (tests start throw-away clusters)
         self.libs_root = Path(libs_root) if libs_root else self.base_dir
@@ -204,7 +309,26 @@ class LocalKafka:
         if not state.exists():
             return None
         meta = json.loads(state.read_text())
-        return cls(base_dir, nodes=meta["nodes"], base_port=meta["base_port"], version=meta["version"])
+        return cls(base_dir, nodes=meta["nodes"], base_port=meta["base_port"], version=meta["version"],
+                   secure=bool(meta.get("secure")))
+
+    def tls(self) -> Tls | None:
+        return ensure_tls(self.base_dir) if self.secure else None
+
+    def client_env(self) -> dict[str, str]:
+        """The environment a client needs for this cluster (streams/settings.py variables)."""
+        env = {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}
+        tls = self.tls()
+        if tls is not None:
+            env.update(KAFKA_SECURITY_PROTOCOL="SASL_SSL", KAFKA_SASL_MECHANISM=SCRAM,
+                       KAFKA_SASL_USERNAME=CLIENT_USER, KAFKA_SASL_PASSWORD=tls.client_password,
+                       KAFKA_SSL_CAFILE=str(tls.ca))
+        return env
+
+    def client_settings(self) -> Settings:
+        from streams.settings import Settings
+
+        return Settings.from_env(self.client_env())
 
     def _pid(self, node: Node) -> int | None:
         try:
@@ -219,12 +343,22 @@ class LocalKafka:
     def start(self, timeout: float = 90.0) -> str:
         libs = ensure_jars(self.libs_root, self.version)
         self.base_dir.mkdir(parents=True, exist_ok=True)
+        before = LocalKafka.from_state(self.base_dir)
+        if before is not None and before.secure != self.secure and any(
+                (n.dir / "data" / "meta.properties").exists() for n in self.nodes):
+            mode = "secured (SASL_SSL)" if before.secure else "plaintext"
+            raise KafkaLaunchError(f"{self.base_dir} holds a {mode} cluster: its users and listeners were set when "
+                                   "it was formatted; use another --data-dir (TOUCHSTREAM_DATA_DIR) for the other mode")
         cluster_file = self.base_dir / "cluster-id"
         if not cluster_file.exists():
             cluster_file.write_text(uuid.uuid4().hex[:22])
-        (self.base_dir / "cluster.json").write_text(
-            json.dumps({"nodes": len(self.nodes), "base_port": self.nodes[0].broker_port, "version": self.version})
-        )
+        (self.base_dir / "cluster.json").write_text(json.dumps(
+            {"nodes": len(self.nodes), "base_port": self.nodes[0].broker_port, "version": self.version,
+             "secure": self.secure}))
+        if self.secure:
+            env_file = self.base_dir / "client.env"
+            env_file.write_text("".join(f"{k}={v}\n" for k, v in self.client_env().items()))
+            os.chmod(env_file, 0o600)
         for node in self.nodes:
             self.start_node(node.node_id, libs=libs, wait=False)
         self.wait_ready(timeout)
@@ -242,13 +376,19 @@ class LocalKafka:
                 )
         node.dir.mkdir(parents=True, exist_ok=True)
         props = node.dir / "server.properties"
-        props.write_text(_properties(node, self.nodes))
+        tls = self.tls()
+        props.write_text(_properties(node, self.nodes, tls))
+        if tls is not None:
+            os.chmod(props, 0o600)  # holds the keystore and inter-broker passwords
         (node.dir / "log4j2.yaml").write_text(_LOG4J.format(log=node.dir / "server.log"))
         if not (node.dir / "data" / "meta.properties").exists():
             cluster_id = (self.base_dir / "cluster-id").read_text().strip()
+            scram = [] if tls is None else [
+                arg for user, pw in ((BROKER_USER, tls.broker_password), (CLIENT_USER, tls.client_password))
+                for arg in ("--add-scram", f"{SCRAM}=[name={user},password={pw}]")]
             fmt = subprocess.run(
-                _java_cmd(libs, node, ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
-                          heap_mb=256),
+                _java_cmd(libs, node, ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
+                                       *scram], heap_mb=256),
                 capture_output=True, text=True, timeout=120,
             )
             if fmt.returncode != 0:
@@ -279,14 +419,19 @@ class LocalKafka:
         deadline = time.monotonic() + timeout
         for node in self.nodes:
             self._wait_port(node, max(1.0, deadline - time.monotonic()))
-        from streams.kafka_admin import can_replicate, cluster_brokers  # local import: keeps `kafka stop` light
+        from streams.kafka_admin import (  # local import: keeps `kafka stop` light
+            can_replicate,
+            cluster_brokers,
+            coordinator_ready,
+        )
 
+        settings = self.client_settings() if self.secure else None
         last: Exception | None = None
         while time.monotonic() < deadline:
             try:
-                if cluster_brokers(self.bootstrap, timeout=5.0) >= len(self.nodes) and (
-                    len(self.nodes) == 1 or can_replicate(self.bootstrap, len(self.nodes))
-                ):
+                if cluster_brokers(self.bootstrap, timeout=5.0, settings=settings) >= len(self.nodes) and (
+                    len(self.nodes) == 1 or can_replicate(self.bootstrap, len(self.nodes), settings=settings)
+                ) and coordinator_ready(self.bootstrap, settings=settings):
                     return
             except Exception as exc:  # broker still starting: retry until the deadline
                 last = exc
@@ -322,6 +467,7 @@ class LocalKafka:
         self.stop()
         for node in self.nodes:
             shutil.rmtree(node.dir, ignore_errors=True)
-        for name in ("cluster-id", "cluster.json"):
+        shutil.rmtree(self.base_dir / "tls", ignore_errors=True)
+        for name in ("cluster-id", "cluster.json", "client.env"):
             with contextlib.suppress(FileNotFoundError):
                 (self.base_dir / name).unlink()

@@ -15,7 +15,7 @@ MERGES = "identity.merges"  # key = tenant_id (schemas/identity_merge.v1.json)
 SESSIONS = "sessions.closed"  # key = person_id (schemas/session.v1.json)
 SLA_EVENTS = "sla.events"  # key = wait_id (schemas/sla_event.v1.json)
 RESPONSE_TIMES = "sla.response_times"  # key = wait_id (schemas/response_time.v1.json)
-PAGES = "sla.pages"  # key = dedup_key: pages to deliver (streams/core/paging.py Page)
+PAGES = "sla.pages"  # key = dedup_key: pages to deliver (schemas/page.v1.json)
 FUNNEL = "funnel.live"  # key = tenant_id (schemas/funnel_window.v1.json)
 ANOMALIES = "funnel.anomalies"  # key = anomaly_id (schemas/anomaly.v1.json)
 

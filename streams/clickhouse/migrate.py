@@ -1,5 +1,9 @@
 """Versioned, idempotent migrations from ``schemas/clickhouse/NNNN_name.sql``.
 
+The files are package data (``streams/schemas`` is a link to the repository's ``schemas/``, and the
+wheel carries a copy), read through :mod:`importlib.resources`: an installed ``touchstream``
+migrates without a source tree (tests/integration/test_wheel_install.py).
+
 Each file runs once per database; ``schema_migrations`` records version, name and checksum.
 A changed checksum of an applied file is an error (edit by adding a new file, never in place).
 Statements use ``IF NOT EXISTS`` as well, so a half-applied file (crash mid-way) re-runs safely.
@@ -11,12 +15,13 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 from streams.clickhouse.client import ClickHouse
 from streams.progress import Progress
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent.parent / "schemas" / "clickhouse"
+SCHEMA_DIR = Path(str(files("streams").joinpath("schemas", "clickhouse")))
 
 
 @dataclass(frozen=True)

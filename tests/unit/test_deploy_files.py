@@ -481,9 +481,9 @@ def test_alertmanager_routes(rules: list[dict[str, Any]]) -> None:
             assert reached & pager, f"{r['alert']} (critical) does not reach a pager: {reached}"
         else:
             assert reached & chat and not reached & pager, f"{r['alert']} (warning) routed to {reached}"
-    # secrets are placeholders, never real keys
+    # no secret in the file: keys are read from mounted files (tests/unit/test_deploy_stack.py)
     text = ALERTMANAGER_YML.read_text(encoding="utf-8")
-    assert "${PAGERDUTY_ROUTING_KEY}" in text
+    assert "routing_key_file:" in text and "${" not in text
     assert not re.search(r"hooks\.slack\.com/services/T[A-Z0-9]{6,}", text)
 
 

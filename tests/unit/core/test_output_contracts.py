@@ -32,7 +32,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from streams.app import topics
 from streams.app.deadletters import LATER_STAGE_REASONS
-from streams.core import sla
+from streams.core import paging, sla
 from streams.core.contract import REASONS
 from streams.core.deadletter import MAX_ORIGINAL_BYTES, dlq_record
 from streams.core.model import CHANNELS, IDENTITY_TYPES, PRIORITIES, TYPES
@@ -55,9 +55,10 @@ CONTRACTS: dict[str, tuple[str, str]] = {
     topics.RESPONSE_TIMES: ("response_times", "response_time.v1.json"),
     topics.FUNNEL: ("funnel", "funnel_window.v1.json"),
     topics.ANOMALIES: ("anomalies", "anomaly.v1.json"),
+    topics.PAGES: ("pages", "page.v1.json"),
 }
-#: Topics without a published JSON Schema: input contract, internal topic, pager queue (paging.Page).
-NO_OUTPUT_SCHEMA = {topics.RAW, topics.VALID, topics.PAGES}
+#: Topics without a published output JSON Schema: the input contract (touchpoint.v1.json), internal topic.
+NO_OUTPUT_SCHEMA = {topics.RAW, topics.VALID}
 
 #: Members present in every record of the run that are nevertheless optional, and why.
 ALWAYS_HERE_BUT_OPTIONAL: dict[tuple[str, str], str] = {
@@ -133,6 +134,11 @@ def _edge_cases(t0: int) -> Iterator[dict[str, Any]]:
     yield ev(-200, "page_view", cust)
 
 
+#: Pages of the silent support team escalate (sla.pages carries escalation pages too).
+PAGING = paging.PagingConfig(routes=(paging.Route(None, "default"),
+                                     paging.Route("support", "support-pager", 120.0, "support-lead")))
+
+
 def _bad_lines() -> list[bytes]:
     """Dead letters the simulator's noise does not produce."""
     return [
@@ -152,7 +158,8 @@ def emitted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str
     lines += [orjson.dumps(e) for e in _edge_cases(_at(DURATION_S + 60))]
     lines += _bad_lines()
     out = tmp_path_factory.mktemp("contracts")
-    config = PipelineConfig(pseudonyms=Pseudonymiser("a-long-enough-test-salt", tenants=("northwind-b2b", TENANT)))
+    config = PipelineConfig(pseudonyms=Pseudonymiser("a-long-enough-test-salt", tenants=("northwind-b2b", TENANT)),
+                            paging=PAGING)
     run(lines, out, config)
     records = {attr: [orjson.loads(x) for x in (out / name).read_bytes().splitlines()] for attr, name in
                (*OUTPUT_FILES, ("dlq", "dlq.jsonl"))}
@@ -234,6 +241,15 @@ def test_closed_sets_are_the_codes_own() -> None:
     assert enum("anomaly.v1.json", "properties", "stage_from") == stages
     assert enum("anomaly.v1.json", "properties", "stage_to") == stages
     assert enum("anomaly.v1.json", "properties", "dimension", "properties", "channel") == channels | {None}
+    assert enum("page.v1.json", "properties", "action") == set(paging.ACTIONS)
+    assert enum("page.v1.json", "properties", "severity") == set(paging.SEVERITIES)
+    assert enum("page.v1.json", "properties", "channel") == channels | {None}
+    kinds = {paging.KIND_BREACH, paging.KIND_WARNING, paging.KIND_STALL, paging.KIND_ESCALATION}
+    assert enum("page.v1.json", "properties", "details", "properties", "kind") == kinds
+    assert enum("page.v1.json", "properties", "details", "properties", "escalated_kind") == kinds - {
+        paging.KIND_ESCALATION}
+    waits = _schema("page.v1.json")["properties"]["details"]["properties"]["waits"]["items"]
+    assert set(waits["required"]) == set(waits["properties"]) == set(paging._LISTED_FIELDS)
 
 
 # --------------------------------------------------------------------------------------- records
@@ -298,6 +314,9 @@ def test_the_run_reached_every_branch_worth_a_contract(emitted: dict[str, list[d
     assert {r["breached"] for r in emitted["response_times"]} == {True, False}
     assert {r["status"] for r in emitted["anomalies"]} == {"open", "update", "resolved"}
     assert {r["kind"] for r in emitted["anomalies"]} >= {"volume_drop", "conversion_drop"}
+    assert {(p["action"], p["details"]["kind"]) for p in emitted["pages"]} >= {
+        ("trigger", paging.KIND_WARNING), ("trigger", paging.KIND_BREACH), ("resolve", paging.KIND_BREACH),
+        ("trigger", paging.KIND_STALL), ("trigger", paging.KIND_ESCALATION)}
     assert {r["converted"] is None for r in emitted["funnel"]} == {True, False}
     assert any(r["merged_session_ids"] for r in emitted["sessions"])
     assert any(r["late_events"] for r in emitted["sessions"])
