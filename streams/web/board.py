@@ -491,7 +491,8 @@ def _same_dim(a: Mapping[str, Any], dim: Dim) -> bool:
 
 
 def funnel_payload(
-    flows: FunnelFlows, anomalies: Iterable[Mapping[str, Any]], dim: Dim = (None, None)
+    flows: FunnelFlows, anomalies: Iterable[Mapping[str, Any]], dim: Dim = (None, None),
+    window_ms: int = FunnelConfig().window_ms,
 ) -> dict[str, Any]:
     """Every stage of every tenant, with the open anomalies of this dimension on the stage whose
     number they concern (conversion k→k+1 on stage k, volume on its stage) and a count of the
@@ -514,7 +515,7 @@ def funnel_payload(
         rows = [{**(stages.get(s) or _empty_stage(s)), "anomalies": by_stage.get((tenant, s), [])} for s in STAGES]
         out.append({"tenant_id": tenant, "other_anomalies": others.get(tenant, 0), "stages": rows})
     return {"dimension": {"channel": dim[0], "campaign": dim[1]},
-            "attribution": {"window_ms": None, "lookahead_windows": LOOKAHEAD_WINDOWS}, "tenants": out,
+            "attribution": {"window_ms": window_ms, "lookahead_windows": LOOKAHEAD_WINDOWS}, "tenants": out,
             "total": _total(out)}
 
 
@@ -681,7 +682,7 @@ class Board:
         ``ttl`` seconds; a failure is not kept."""
         now = time.monotonic()
         hit = self._cache.get(key)
-        if hit is not None and (not hit[1].done() or now - hit[0] < ttl):
+        if hit is not None and (not hit[1].done() or (now - hit[0] < ttl and hit[1].exception() is None)):
             return await asyncio.shield(hit[1])
         if len(self._cache) > 256:
             self._cache = {k: v for k, v in self._cache.items() if not v[1].done()}
@@ -743,20 +744,17 @@ class Board:
                     channel=dim[0], campaign=dim[1], window_ms=self.window_ms, lookahead=LOOKAHEAD_WINDOWS)
                 body = {**self._head("clickhouse"), "since_s": since_s,
                         "window": {"from": now - since_s * 1000, "to": now},
-                        **self._funnel_body(funnel_flows_from_rows(rows), anomalies, dim)}
+                        **funnel_payload(funnel_flows_from_rows(rows), anomalies, dim, self.window_ms)}
                 return _with_error(body, anomaly_error)
             except Exception as exc:  # fall back to what memory has
                 error = _error(exc)
         snap, first, end = await self._funnel_snapshot(tenant, now - since_s * 1000, dim)
         body = {**self._head("memory" if self.processing else "unavailable"), "since_s": since_s,
                 "window": {"from": first, "to": end},
-                **self._funnel_body(funnel_flows_from_snapshot(snap, LOOKAHEAD_WINDOWS), anomalies, dim)}
+                **funnel_payload(funnel_flows_from_snapshot(snap, LOOKAHEAD_WINDOWS), anomalies, dim,
+                                 self.window_ms)}
         return _with_error(body, error or anomaly_error)
 
-    def _funnel_body(self, flows: FunnelFlows, anomalies: list[dict[str, Any]], dim: Dim) -> dict[str, Any]:
-        body = funnel_payload(flows, anomalies, dim)
-        body["attribution"]["window_ms"] = self.window_ms
-        return body
 
     async def series(self, tenant: str | None, since_s: int, dim: Dim) -> dict[str, Any]:
         now = _now_ms()

@@ -304,8 +304,9 @@ def board_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
 
         def acme_funnel() -> Any:
             body = api(port, "/api/funnel?tenant=acme&since=1h")
-            got = body and {s["stage"]: (s["events"], s["persons"], s["converted"], s["from_previous"])
-                            for s in body["tenants"][0]["stages"]}
+            got = body and body["tenants"] and {
+                s["stage"]: (s["events"], s["persons"], s["converted"], s["from_previous"])
+                for s in body["tenants"][0]["stages"]}
             return got == FUNNEL and body
 
         wait_until(acme_funnel, 120, what="acme's funnel in /api/funnel",
