@@ -25,6 +25,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,51 @@ class Browser:
         r = await self.send("Page.captureScreenshot", format="png")
         path.write_bytes(base64.b64decode(r["data"]))
 
+    async def pixel(self, x: float, y: float) -> tuple[int, int, int]:
+        """The colour a person sees at page point (x, y): a 3 × 3 px capture, its centre pixel."""
+        r = await self.send("Page.captureScreenshot", format="png",
+                            clip={"x": x - 1, "y": y - 1, "width": 3, "height": 3, "scale": 1})
+        return png_pixel(base64.b64decode(r["data"]), 1, 1)
+
+
+def png_pixel(data: bytes, x: int, y: int) -> tuple[int, int, int]:
+    """RGB of one pixel of an 8-bit, non-interlaced RGB(A) PNG (what Chromium captures)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width, ctype = 8, b"", 0, 0
+    while pos < len(data):
+        n = int.from_bytes(data[pos:pos + 4], "big")
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            width, depth, ctype, interlace = int.from_bytes(body[:4], "big"), body[8], body[9], body[12]
+            assert depth == 8 and ctype in (2, 6) and interlace == 0, (depth, ctype, interlace)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    bpp = 4 if ctype == 6 else 3
+    raw, stride = zlib.decompress(idat), width * bpp
+    prev = bytearray(stride)
+    for row in range(y + 1):
+        f, line = raw[row * (stride + 1)], bytearray(raw[row * (stride + 1) + 1:(row + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b, c = prev[i], prev[i - bpp] if i >= bpp else 0
+            pred = (0, a, b, (a + b) // 2, _paeth(a, b, c))[f]
+            line[i] = (line[i] + pred) & 0xFF
+        prev = line
+    px = prev[x * bpp:x * bpp + 3]
+    return px[0], px[1], px[2]
+
+
+def _paeth(a: int, b: int, c: int) -> int:
+    p = a + b - c
+    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+    return a if pa <= pb and pa <= pc else b if pb <= pc else c
+
+
+def reddish(rgb: tuple[int, int, int]) -> bool:
+    r, g, b = rgb
+    return r - max(g, b) >= 20
+
 
 def in_browser(coro: Any) -> Any:
     return asyncio.run(coro)
@@ -425,6 +471,8 @@ def test_support_view_with_1000_waits(board_run: dict[str, Any], width: int, hei
                              "document.querySelectorAll('tr.wait').length > 0")
             layout = await b.eval(SUPPORT_LAYOUT)
             await b.screenshot(shot)
+            first = layout["firstDue"]
+            layout["overdueColour"] = await b.pixel(first["left"] + 100, (first["top"] + first["bottom"]) / 2)
             # a lead drills into one team: the list narrows, the overview stays
             await b.eval("document.querySelector('#teams tr.team[data-team=\"billing\"]').click()")
             await b.wait_for("[...document.querySelectorAll('tr.wait')].length > 0 && "
@@ -459,6 +507,7 @@ def test_support_view_with_1000_waits(board_run: dict[str, Any], width: int, hei
     assert {t for t, _ in layout["teamRows"]} == {"support", "sales", "billing", ""}
     assert sum(n for _, n in layout["teamRows"]) == WAITS
     assert layout["breachRows"] and all(b != "null" for _, b in layout["breachRows"])
+    assert reddish(tuple(layout["overdueColour"])), layout["overdueColour"]  # an overdue row is red on screen
     assert layout["filtered"] and set(layout["filtered"]) == {"billing"} and layout["filteredTeams"] == 4
 
 
@@ -493,6 +542,14 @@ GROWTH_LAYOUT = """(() => {
 })()"""
 
 
+BAND_POINTS = """(() => {
+  const g = document.querySelector('g.incident[data-anomaly="ID"]');
+  const svg = g.closest('svg').getBoundingClientRect(), r = g.querySelector('rect').getBoundingClientRect();
+  const y = r.top + r.height * 0.55;  // between expected and observed, below the data line
+  return [[r.left + r.width / 2, y], [svg.left + Number(g.closest('svg').dataset.plotLeft) + 3, y]];
+})()"""
+
+
 def _band_at(band: dict[str, Any], start: int, end: int | None) -> None:
     """The band covers [start, end] on the chart's time axis (to the right edge while open)."""
     def x(t: int) -> float:
@@ -520,6 +577,10 @@ def test_growth_view_charts_incidents_and_cohort_funnel(board_run: dict[str, Any
                                  "document.querySelectorAll('svg[data-chart]').length > 0")
                 out[key] = await b.eval(GROWTH_LAYOUT)
                 await b.screenshot(shots[key])
+                out[key]["colours"] = {}
+                for band in out[key]["bands"]:  # what the eye sees inside the band and left of it
+                    inside, outside = await b.eval(BAND_POINTS.replace("ID", band["id"]))
+                    out[key]["colours"][band["id"]] = (await b.pixel(*inside), await b.pixel(*outside))
                 if key == "acme":  # the open anomaly's row takes the charts to its dimension
                     await b.eval("document.querySelector('#anomalies tr.anomaly').click()")
                     await b.wait_for("document.getElementById('series-dim').textContent.startsWith('ads')")
@@ -550,10 +611,14 @@ def test_growth_view_charts_incidents_and_cohort_funnel(board_run: dict[str, Any
     (band,) = [b for b in spring["bands"] if b["id"] == INCIDENT_RESOLVED]
     assert band["chart"] == "cnv-click" and not band["open"]
     _band_at(band, start_resolved, end_resolved)
+    inside, outside = spring["colours"][INCIDENT_RESOLVED]
+    assert reddish(tuple(inside)) and not reddish(tuple(outside)), (inside, outside)
     assert spring["dim"].startswith("spring")
 
     ads = seen["ads"]
     (band,) = [b for b in ads["bands"] if b["id"] == INCIDENT_OPEN]
     assert band["chart"] == "vol-impression" and band["open"]
     _band_at(band, incidents[INCIDENT_OPEN]["window_start"], None)
+    inside, outside = ads["colours"][INCIDENT_OPEN]
+    assert reddish(tuple(inside)) and not reddish(tuple(outside)), (inside, outside)
     assert seen["clicked"] == "ads"
