@@ -7,12 +7,17 @@ re-delivered batch. ``since`` accepts ``90s``, ``15m``, ``1h``, ``7d``.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from streams.clickhouse.client import ClickHouse
+from streams.core.conversion import StageFlow
+from streams.core.funnel import FunnelConfig
 from streams.core.stages import STAGES
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DEFAULT_WINDOW_MS = FunnelConfig().window_ms
+DEFAULT_LOOKAHEAD = FunnelConfig().conversion_lookahead_windows
 
 
 def parse_since(text: str) -> int:
@@ -26,30 +31,206 @@ def _tenant_clause(tenant: str | None) -> str:
     return " AND tenant_id = {tenant:String}" if tenant else ""
 
 
-def funnel(ch: ClickHouse, tenant: str | None, since_s: int, by: str | None = None) -> list[dict[str, Any]]:
-    """Distinct persons per stage and stage-to-stage conversion over the period (exact)."""
-    dim = {"campaign": "campaign_name", "channel": "channel", None: "''"}[by]
-    rows = ch.query(
-        f"SELECT tenant_id, {dim} AS dim, stage, uniqExact(person_id) AS persons, count() AS events "
-        f"FROM {ch.db}.touchpoints FINAL "
-        "WHERE occurred_at >= now64(3) - toIntervalSecond({since:UInt32}) AND stage != ''"
-        f"{_tenant_clause(tenant)} GROUP BY tenant_id, dim, stage",
-        {"since": since_s, "tenant": tenant or ""},
+#: Grafana's and the board's SQL spell the stage list the same way (index 0 = first stage).
+STAGE_ARRAY = "[" + ", ".join(f"'{s}'" for s in STAGES) + "]"
+_FUNNEL_DIMS = {"campaign": "campaign_name", "channel": "channel", None: "''"}
+#: The tenant filter of every Grafana business panel. The tenant variable's custom "All" value is
+#: ``'__all__'``, which Grafana substitutes unformatted: "All" then matches every tenant, also
+#: before the variable's list has loaded, instead of the ``tenant_id IN ()`` that showed nothing.
+GRAFANA_TENANT_FILTER = "(tenant_id IN (${tenant:singlequote}) OR '__all__' IN (${tenant:singlequote}))"
+
+
+_COHORT_FUNNEL_SQL = """\
+SELECT @TENANT_COL@dim, @STAGES@[stage_i + 1] AS stage, sum(ev) AS events, count() AS persons,
+       if(stage_i < @LAST@, toNullable(countIf(conv)), NULL) AS converted,
+       round(converted / nullIf(persons, 0), 4) AS conversion,
+       if(stage_i > 0, toNullable(countIf(prev)), NULL) AS from_previous,
+       persons - from_previous AS skipped_previous
+FROM
+(
+    SELECT tenant_id, arrayJoin(arrayDistinct(arrayMap(m -> (m.1, m.3), arrayFilter(m -> m.4, marks)))) AS k,
+           k.1 AS stage_i, k.2 AS dim,
+           arraySum(m -> if(m.1 = stage_i AND m.3 = dim AND m.4, m.5, 0), marks) AS ev,
+           arrayExists(m -> m.1 = stage_i AND m.3 = dim AND m.4 AND arrayExists(
+               o -> o.1 = stage_i + 1 AND o.2 - m.2 BETWEEN 0 AND @LOOKAHEAD@, marks), marks) AS conv,
+           arrayExists(m -> m.1 = stage_i AND m.3 = dim AND m.4 AND arrayExists(
+               o -> o.1 = stage_i - 1 AND m.2 - o.2 BETWEEN 0 AND @LOOKAHEAD@, marks), marks) AS prev
+    FROM
+    (
+        SELECT tenant_id, person_id, groupArray((stage_i, win, dim, in_cohort, n)) AS marks
+        FROM
+        (
+            SELECT tenant_id, person_id, indexOf(@STAGES@, stage) - 1 AS stage_i,
+                   intDiv(toUnixTimestamp64Milli(occurred_at), @WINDOW_MS@) AS win, @DIM@ AS dim,
+                   occurred_at >= @FROM@ AND occurred_at <= @TO@ AND (@COHORT@) AS in_cohort,
+                   count() AS n
+            FROM @DB@.touchpoints FINAL
+            WHERE occurred_at >= @FROM@ - toIntervalSecond(@PAD_S@)
+              AND occurred_at <= @TO@ + toIntervalSecond(@PAD_S@)
+              AND stage IN @STAGES@ AND @TENANT@
+            GROUP BY tenant_id, person_id, stage_i, win, dim, in_cohort
+        )
+        GROUP BY tenant_id, person_id
+        HAVING max(in_cohort) = 1
     )
-    grouped: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
-    for tenant_id, d, stage, persons, events in rows:
-        grouped.setdefault((tenant_id, d), {})[stage] = (int(persons), int(events))
+)
+GROUP BY @TENANT_COL@dim, stage_i
+ORDER BY @TENANT_COL@dim, stage_i"""
+
+
+def cohort_funnel_sql(
+    db: str,
+    *,
+    period_from: str,
+    period_to: str,
+    tenant_filter: str,
+    dim: str = "''",
+    cohort_filter: str = "1",
+    window_ms: int = DEFAULT_WINDOW_MS,
+    lookahead: int = DEFAULT_LOOKAHEAD,
+    per_tenant: bool = True,
+) -> str:
+    """SQL of :func:`streams.core.conversion.cohort_flow` over ``touchpoints``: per (tenant,) dim and
+    stage: events, persons, converted, conversion, from_previous, skipped_previous.
+
+    The arguments are SQL fragments, so ``query funnel`` and the board (query parameters) and
+    Grafana (its macros and variables) run this same text; tests/unit/clickhouse/test_queries_funnel.py
+    checks it against the core on random data and that the dashboard's panels are built here.
+
+    How: one row per person with their marks ``(stage, window, dim, in_cohort, events)`` over the
+    period widened by the attribution window on both sides (a conversion after ``period_to``, a
+    previous stage before ``period_from``); each (dim, stage) the person entered in the cohort
+    becomes a row (``arrayJoin``) that checks the attribution-window rule on the marks.
+    """
+    fragments = {
+        "@TENANT_COL@": "tenant_id, " if per_tenant else "",
+        "@STAGES@": STAGE_ARRAY, "@LAST@": str(len(STAGES) - 1), "@LOOKAHEAD@": str(lookahead),
+        "@WINDOW_MS@": str(window_ms), "@PAD_S@": str(-(-(lookahead + 1) * window_ms // 1000)),
+        "@DB@": db, "@DIM@": dim, "@FROM@": period_from, "@TO@": period_to, "@COHORT@": cohort_filter,
+        "@TENANT@": tenant_filter,
+    }
+    return re.sub(r"@[A-Z_]+@", lambda m: fragments[m.group(0)], _COHORT_FUNNEL_SQL)
+
+
+def funnel(
+    ch: ClickHouse,
+    tenant: str | None,
+    since_s: int,
+    by: str | None = None,
+    *,
+    channel: str | None = None,
+    campaign: str | None = None,
+    window_ms: int = DEFAULT_WINDOW_MS,
+    lookahead: int = DEFAULT_LOOKAHEAD,
+    now_ms: int | None = None,
+) -> list[dict[str, Any]]:
+    """The period's cohort funnel (``streams.core.conversion``), exact (``touchpoints FINAL``).
+
+    One row per tenant (× ``by`` value) × stage, every stage present (zeros included), in funnel
+    order; the columns ``touchstream query funnel`` prints::
+
+        {"tenant_id": "acme", ["campaign"|"channel": "spring",] "stage": "click",
+         "events": 130, "persons": 120,        # events and distinct persons at this stage in the period
+         "converted": 96, "conversion": 0.8,   # of them, reached the next stage in the attribution window
+         "from_previous": 90,                  # came from the previous stage in the attribution window
+         "skipped_previous": 30}               # did not (a direct visit); both None for the first stage
+
+    ``converted``/``conversion`` are None for the last stage and ``conversion`` for an empty
+    stage. ``channel``/``campaign`` restrict the cohort (not where the next stage is looked up:
+    an ``ads`` click that lands on ``web`` converted). ``window_ms``/``lookahead`` must be the
+    worker's (``TOUCHSTREAM_FUNNEL_WINDOW_S``) for the numbers to match the funnel rows.
+    """
+    if by not in _FUNNEL_DIMS:
+        raise ValueError(f"by must be campaign or channel, got {by!r}")
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    cohort = []
+    if channel is not None:
+        cohort.append("channel = {channel:String}")
+    if campaign is not None:
+        cohort.append("campaign_name = {campaign:String}")
+    sql = cohort_funnel_sql(
+        ch.db,
+        period_from="fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC')",
+        period_to="fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')",
+        tenant_filter="tenant_id = {tenant:String}" if tenant else "1",
+        dim=_FUNNEL_DIMS[by], cohort_filter=" AND ".join(cohort) or "1",
+        window_ms=window_ms, lookahead=lookahead,
+    )
+    params = {"from_ms": now - since_s * 1000, "to_ms": now, "tenant": tenant or "", "channel": channel or "",
+              "campaign": campaign or ""}
+    grouped: dict[tuple[str, str], dict[str, StageFlow]] = {}
+    events: dict[tuple[str, str, str], int] = {}
+    for tenant_id, d, stage, n_events, persons, converted, _, from_prev, _ in ch.query(sql, params):
+        grouped.setdefault((tenant_id, d), {})[stage] = StageFlow(
+            stage, int(persons), None if converted is None else int(converted),
+            None if from_prev is None else int(from_prev))
+        events[(tenant_id, d, stage)] = int(n_events)
     out = []
     for (tenant_id, d), stages in sorted(grouped.items()):
-        prev: int | None = None
-        for stage in STAGES:
-            persons, events = stages.get(stage, (0, 0))
-            out.append({
-                "tenant_id": tenant_id, **({by: d} if by else {}), "stage": stage, "persons": persons,
-                "events": events, "conversion_from_previous": (round(persons / prev, 4) if prev else None),
-            })
-            prev = persons
+        for i, stage in enumerate(STAGES):
+            flow = stages.get(stage) or StageFlow(stage, 0, None if i == len(STAGES) - 1 else 0, None if i == 0 else 0)
+            row = flow.as_dict()
+            del row["next_stage"]
+            del row["stage"]
+            out.append({"tenant_id": tenant_id, **({by: d} if by else {}), "stage": stage,
+                        "events": events.get((tenant_id, d, stage), 0), **row})
     return out
+
+
+def funnel_series(
+    ch: ClickHouse,
+    tenant: str | None,
+    since_s: int,
+    *,
+    channel: str | None = None,
+    campaign: str | None = None,
+    bucket_s: int = 60,
+    now_ms: int | None = None,
+) -> list[dict[str, Any]]:
+    """Per time bucket and stage, one dimension's funnel rows as the detector saw them
+    (``funnel_minute FINAL``; tenants add up, a person belongs to one tenant).
+
+    ``{"t": bucket start ms, "stage": "click", "persons": Σ persons of the windows,
+    "cohort": Σ persons of the windows that measured ``converted``, "converted": Σ converted or None}``;
+    ``converted / cohort`` is the pooled conversion (:func:`streams.core.conversion.pool`).
+    ``channel``/``campaign`` None is the total over that dimension (the row's ``''``). Buckets
+    without rows are absent (the funnel writes no row for a stage without events).
+    """
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    rows = ch.query(
+        "SELECT toUnixTimestamp(toStartOfInterval(window_start, toIntervalSecond({bucket:UInt32}))) * 1000 AS t, "
+        "stage, sum(persons), sumIf(persons, converted IS NOT NULL), sum(converted) "
+        f"FROM {ch.db}.funnel_minute FINAL "
+        "WHERE window_start >= fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC') "
+        "AND window_start <= fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC') "
+        "AND channel = {channel:String} AND campaign = {campaign:String}"
+        f"{_tenant_clause(tenant)} GROUP BY t, stage ORDER BY t, stage",
+        {"bucket": bucket_s, "from_ms": now - since_s * 1000, "to_ms": now, "channel": channel or "",
+         "campaign": campaign or "", "tenant": tenant or ""},
+    )
+    return [
+        {"t": int(t), "stage": stage, "persons": int(p), "cohort": int(c), "converted": None if x is None else int(x)}
+        for t, stage, p, c, x in rows
+    ]
+
+
+def funnel_dimensions(
+    ch: ClickHouse, tenant: str | None, since_s: int, limit: int = 200, now_ms: int | None = None
+) -> list[dict[str, Any]]:
+    """The channels, campaigns and channel × campaign cells with funnel rows over the period, the
+    busiest first (person-minutes at their most-used stage, so a campaign with many impressions
+    is not hidden behind one with a few leads): what the board's dimension pickers offer."""
+    rows = ch.query(
+        "SELECT channel, campaign, max(pm) AS volume FROM ("
+        "SELECT channel, campaign, stage, sum(persons) AS pm "
+        f"FROM {ch.db}.funnel_minute FINAL "
+        "WHERE window_start >= fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC') AND (channel != '' OR campaign != '')"
+        f"{_tenant_clause(tenant)} GROUP BY channel, campaign, stage) "
+        "GROUP BY channel, campaign ORDER BY volume DESC, channel, campaign LIMIT {limit:UInt32}",
+        {"from_ms": (int(time.time() * 1000) if now_ms is None else now_ms) - since_s * 1000,
+         "tenant": tenant or "", "limit": limit},
+    )
+    return [{"channel": c or None, "campaign": k or None, "person_minutes": int(v)} for c, k, v in rows]
 
 
 def sla(ch: ClickHouse, tenant: str | None, since_s: int) -> list[dict[str, Any]]:
@@ -101,26 +282,53 @@ def sessions(ch: ClickHouse, tenant: str | None, since_s: int) -> list[dict[str,
     ]
 
 
-def anomalies(ch: ClickHouse, tenant: str | None, since_s: int, open_only: bool = True) -> list[dict[str, Any]]:
-    """Latest state of each anomaly incident; by default only those not resolved."""
-    rows = ch.query(
+_INCIDENT_KEYS = ("anomaly_id", "tenant_id", "channel", "campaign", "stage_from", "stage_to", "kind", "status",
+                  "window_start", "last_detected_at", "observed", "expected", "score", "est_lost_conversions")
+
+
+def _incidents(ch: ClickHouse, tenant: str | None, since_s: int, open_only: bool, epoch_ms: bool) -> list[tuple]:
+    """Latest record of each incident detected over the period (``detected_at``), newest first."""
+    def t(col: str) -> str:
+        return f"toUnixTimestamp64Milli({col})" if epoch_ms else col
+
+    return ch.query(
         "SELECT anomaly_id, argMax(tenant_id, detected_at), argMax(channel, detected_at), "
         "argMax(campaign, detected_at), argMax(stage_from, detected_at), argMax(stage_to, detected_at), "
-        "argMax(kind, detected_at), argMax(status, detected_at) AS last_status, min(window_start), "
-        "max(detected_at), argMax(observed, detected_at), argMax(expected, detected_at), "
+        f"argMax(kind, detected_at), argMax(status, detected_at) AS last_status, {t('min(window_start)')}, "
+        f"{t('max(detected_at)')}, argMax(observed, detected_at), argMax(expected, detected_at), "
         "argMax(score, detected_at), argMax(est_lost_conversions, detected_at) "
         f"FROM {ch.db}.anomalies FINAL WHERE detected_at >= now64(3) - toIntervalSecond({{since:UInt32}})"
         f"{_tenant_clause(tenant)} GROUP BY anomaly_id "
         + ("HAVING last_status != 'resolved' " if open_only else "")
-        + "ORDER BY max(detected_at) DESC",
+        + "ORDER BY max(detected_at) DESC, anomaly_id",
         {"since": since_s, "tenant": tenant or ""},
     )
-    keys = ("anomaly_id", "tenant_id", "channel", "campaign", "stage_from", "stage_to", "kind", "status",
-            "window_start", "last_detected_at", "observed", "expected", "score", "est_lost_conversions")
+
+
+def anomalies(ch: ClickHouse, tenant: str | None, since_s: int, open_only: bool = True) -> list[dict[str, Any]]:
+    """Latest state of each anomaly incident; by default only those not resolved."""
     return [
-        {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in zip(keys, row, strict=True)}
-        for row in rows
+        {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in zip(_INCIDENT_KEYS, row, strict=True)}
+        for row in _incidents(ch, tenant, since_s, open_only, epoch_ms=False)
     ]
+
+
+def anomaly_incidents(
+    ch: ClickHouse, tenant: str | None, since_s: int, open_only: bool = False
+) -> list[dict[str, Any]]:
+    """:func:`anomalies` in the board's shape: ``dimension`` (None for the total), times in epoch
+    ms (``window_start`` is where the incident started; ``last_detected_at`` is when it resolved
+    if ``status`` is ``resolved``)."""
+    out = []
+    for row in _incidents(ch, tenant, since_s, open_only, epoch_ms=True):
+        r = dict(zip(_INCIDENT_KEYS, row, strict=True))
+        r["dimension"] = {"channel": r.pop("channel") or None, "campaign": r.pop("campaign") or None}
+        for k in ("window_start", "last_detected_at"):
+            r[k] = int(r[k])
+        for k in ("observed", "expected", "score", "est_lost_conversions"):
+            r[k] = float(r[k])
+        out.append(r)
+    return out
 
 
 def sla_breaches_by_team(ch: ClickHouse, tenant: str | None, since_s: int) -> list[dict[str, Any]]:

@@ -11,13 +11,15 @@ went on to the next stage. Each row carries, for its dimension, window and stage
   (``None`` for the last stage).
 
 Conversion k→k+1 of a dimension and window is ``converted / persons`` of stage k: the share of
-the window's stage-k cohort that advanced. The numerator is a subset of the denominator, so it
-is a proportion and a binomial test applies. Why not "persons at k+1 / persons at k": visits
-include people who never clicked (organic search, direct, returning visitors), so at the total
-level that ratio is ~4 for click→visit, not a proportion, and it moves with organic traffic;
-and stage k+1 is often tracked on another channel than stage k (clicks on ``ads``, the landing
-page view on ``web``), so per channel it was 0 or undefined. Stage k+1 is therefore looked up
-tenant-wide: an ``ads`` clicker who lands on ``web`` converted for the ``ads`` channel.
+the window's stage-k cohort that advanced. This is :mod:`streams.core.conversion`'s rule applied
+to one window (tested there); the board, ``query funnel`` and Grafana apply it to longer
+periods. The numerator is a subset of the denominator, so it is a proportion and a binomial test
+applies. Why not "persons at k+1 / persons at k": visits include people who never clicked
+(organic search, direct, returning visitors), so at the total level that ratio is ~4 for
+click→visit, not a proportion, and it moves with organic traffic; and stage k+1 is often tracked
+on another channel than stage k (clicks on ``ads``, the landing page view on ``web``), so per
+channel it was 0 or undefined. Stage k+1 is therefore looked up tenant-wide: an ``ads`` clicker
+who lands on ``web`` converted for the ``ads`` channel.
 
 Time between stages: a person at stage k at time t counts as converted if stage k+1 follows by
 the end of the next window, i.e. within 1-2 windows of t (so a click at 12:00:59 whose page view

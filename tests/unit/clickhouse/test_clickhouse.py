@@ -130,20 +130,6 @@ def test_duplicates_collapse_and_tokens_drop_identical_batches(ch: ClickHouse) -
     assert ch.count("touchpoints", final=True) == 10  # FINAL: exact regardless of merges
 
 
-def test_funnel_query_counts_distinct_persons_and_conversion(ch: ClickHouse) -> None:
-    t = now_ms() - 60_000
-    recs = [enriched(i, "click", "ad_click", f"p_{i}", t) for i in range(10)]
-    recs += [enriched(100 + i, "visit", "page_view", f"p_{i}", t + 1000) for i in range(4)]
-    recs += [enriched(200, "visit", "page_view", "p_0", t + 2000)]  # same person twice: counted once
-    insert(ch, "touchpoints", recs)
-    rows = {r["stage"]: r for r in queries.funnel(ch, "acme", 3600)}
-    assert rows["click"]["persons"] == 10
-    assert rows["visit"]["persons"] == 4 and rows["visit"]["events"] == 5
-    assert rows["visit"]["conversion_from_previous"] == 0.4
-    by_campaign = queries.funnel(ch, "acme", 3600, by="campaign")
-    assert {r["campaign"] for r in by_campaign} == {"spring"}
-
-
 def test_sla_sessions_anomalies_queries(ch: ClickHouse) -> None:
     t = now_ms() - 120_000
     base = {"tenant_id": "acme", "conversation_id": "c1", "channel": "live_chat", "team": "support",
