@@ -855,7 +855,7 @@ def cmd_query(args: argparse.Namespace) -> int:
                            f"{ch.db}): nothing has been loaded yet; run `touchstream run` (it loads history), "
                            "`touchstream backfill OUT_DIR`, or `touchstream migrate` and a worker")
         if args.what == "funnel":
-            rows = queries.funnel(ch, args.tenant, since, args.by)
+            rows = queries.funnel(ch, args.tenant, since, args.by, window_ms=s.funnel_window_ms)
         elif args.what == "sla":
             rows = queries.sla(ch, args.tenant, since)
         elif args.what == "sessions":
