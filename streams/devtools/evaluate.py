@@ -221,7 +221,8 @@ def simulate_and_evaluate(seed: int, hours: float, rate: float = 200.0, start_ms
     import tempfile
     from dataclasses import replace
 
-    from streams import offline, simulate
+    from streams import offline
+    from streams.devtools import simulate
 
     cfg = simulate.SimConfig(rate=rate, duration_s=hours * 3600, seed=seed, start_ms=start_ms)
     cfg = replace(cfg, incidents=incident_plan(cfg, seed=seed))
