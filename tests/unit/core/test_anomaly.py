@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.core.anomaly import AnomalyDetector, DetectorConfig, anomaly_id
+from streams.core.anomaly import AnomalyDetector, DetectorConfig, anomaly_id, baseline, evidence
 from streams.core.funnel import FunnelAggregator, FunnelConfig
 from streams.core.stages import STAGES
 from streams.core.state import MemoryStore
@@ -33,7 +33,7 @@ T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 EVENT_KEYS = {
     "anomaly_id", "tenant_id", "dimension", "stage_from", "stage_to", "kind", "status", "window_start",
     "detected_at", "observed", "expected", "score", "est_lost_conversions", "total_observed",
-    "total_expected",
+    "total_expected", "anomaly_score",
 }
 
 # --- deterministic generator ------------------------------------------------------------------
@@ -203,10 +203,10 @@ def test_thin_traffic_never_pages() -> None:
 
 
 def test_evidence_respects_counts() -> None:
-    det = AnomalyDetector(MemoryStore())
-    small, _ = det._llr(True, True, 0, 3, 1.5, 0.5)  # expected 2/4-ish, saw 0/3
-    large, _ = det._llr(True, True, 150, 1000, 400, 0.4)  # expected 400/1000, saw 150/1000
-    assert 0 < small < 1.5 and large > 5 * det.config.threshold_nats
+    cfg = DetectorConfig()
+    small, _ = evidence.llr(cfg, "conversion", True, 0, 3, 1.5, 0.5, 0.75)  # expected 2/4-ish, saw 0/3
+    large, _ = evidence.llr(cfg, "conversion", True, 150, 1000, 400, 0.4, 240)  # expected 400/1000, saw 150
+    assert 0 < small < 1.5 and large > 5 * cfg.threshold_nats
 
 
 def test_incident_stays_open_while_the_drop_lasts_then_resolves() -> None:
@@ -461,9 +461,9 @@ def test_serially_correlated_volumes_are_not_false_alarms_and_steps_still_are_fo
     assert len(found) == 1 and found[0]["kind"] == "volume_drop", found
     assert minutes <= found[0]["i"] <= minutes + 10
     series = det._store.get("t|s|[null,null]")["v"]["interaction"]
-    assert det._correlation(series, False) > 2.5
-    assert det._correlation(series, False) > 2 * naive._correlation(
-        naive._store.get("t|s|[null,null]")["v"]["interaction"], False)
+    assert baseline.correlation(det.config, series, "count") > 2.5
+    assert baseline.correlation(det.config, series, "count") > 2 * baseline.correlation(
+        naive.config, naive._store.get("t|s|[null,null]")["v"]["interaction"], "count")
 
 
 def test_sparse_dimensions_catch_up_as_zeros_and_are_forgotten_when_gone() -> None:
