@@ -39,6 +39,9 @@ COUNT, CONVERSION, VALUE = "count", "conversion", "value"
 P_BINOMIAL_MAX = 0.95
 #: Cap of the learned serial-correlation factor.
 CORRELATION_MAX = 10.0
+#: Key prefixes of the two baselines: the incidents' (learned late, held during incidents) and the
+#: graded score's (learned at once, always; see ``incidents._score``).
+INCIDENT, SCORE = "", "g"
 
 
 def new_series() -> dict[str, Any]:
@@ -55,27 +58,33 @@ def new_series() -> dict[str, Any]:
         "rec": [0.0, 0.0, 0.0],  # recent decayed obs, exp, n (windows with an expected value)
         "seen": [0.0, 0.0],  # recent decayed obs, n (all windows: what a new series brings)
         "hr": None, "hn": 0.0, "hd": 0.0,  # hour being accumulated for seasonality
-        "sx": [], "sw": 0.0, "sp": [],  # graded score: exceedance rates, their weight, recent peaks
+        # graded score: its own level (learned at once, never held: see evidence.py), the
+        # exceedance rates of the calibration and their weight, the onset queue of recent surprises
+        "gA": 0.0, "gB": 0.0, "gW": 0.0, "gA2": 0.0, "gB2": 0.0, "gR1": 0.0, "gR2": 0.0, "gRW": 0.0,
+        "sx": [], "sw": 0.0, "sp": [],
         "inc": None,
     }
 
 
-def level(s: dict[str, Any]) -> float:
-    return s["A"] / s["B"] if s["B"] > 0 else 0.0
+def level(s: dict[str, Any], which: str = INCIDENT) -> float:
+    b = s[which + "B"]
+    return s[which + "A"] / b if b > 0 else 0.0
 
 
-def dispersion(cfg: DetectorConfig, s: dict[str, Any], kind: str) -> float:
-    """φ (count, value: relative variance beyond the counting noise) or ρ (conversion)."""
+def dispersion(cfg: DetectorConfig, s: dict[str, Any], kind: str, which: str = INCIDENT) -> float:
+    """φ (count, value: relative variance beyond the counting noise) or ρ (conversion), as
+    learned from the residuals of ``which`` level."""
     if kind == CONVERSION:
         prior, floor = cfg.conversion_dispersion_prior, cfg.conversion_dispersion_floor
     elif kind == COUNT:
         prior, floor = cfg.volume_dispersion_prior, cfg.volume_dispersion_floor
     else:
         prior, floor = cfg.value_dispersion_prior, cfg.value_dispersion_floor
-    if s["RW"] <= 0 or s["R2"] <= 0:
+    r1, r2, rw = s[which + "R1"], s[which + "R2"], s[which + "RW"]
+    if rw <= 0 or r2 <= 0:
         return max(prior, floor)
-    pw = cfg.dispersion_prior_windows * s["R2"] / s["RW"]
-    return max(floor, (s["R1"] + prior * pw) / (s["R2"] + pw))
+    pw = cfg.dispersion_prior_windows * r2 / rw
+    return max(floor, (r1 + prior * pw) / (r2 + pw))
 
 
 def correlation(cfg: DetectorConfig, s: dict[str, Any], kind: str) -> float:
@@ -86,25 +95,28 @@ def correlation(cfg: DetectorConfig, s: dict[str, Any], kind: str) -> float:
 
 
 def moments(
-    cfg: DetectorConfig, s: dict[str, Any], kind: str, x: float, n: float, p: float
+    cfg: DetectorConfig, s: dict[str, Any], kind: str, x: float, n: float, p: float, which: str = INCIDENT,
 ) -> tuple[float, float, float, bool]:
-    """Expected value, base variance V0 (the counting noise), full variance V, binomial applies."""
+    """Expected value, base variance V0 (the counting noise), full variance V, binomial applies.
+
+    ``which`` level's support (its decayed counts or windows) gives the baseline's own
+    estimation variance."""
     e = n * p
     binom = kind == CONVERSION and p <= P_BINOMIAL_MAX and x <= n
     if kind == CONVERSION:
         q = 1.0 - min(p, P_BINOMIAL_MAX)
         v0 = e * (1.0 - p) if binom else e
         extra = n * (n - 1.0) * p * q
-        relvar = q / max(s["A"], 1.0)
+        relvar = q / max(s[which + "A"], 1.0)
     elif kind == COUNT:
         v0 = e
         extra = e * e
-        relvar = 1.0 / max(s["A"], 1.0)
+        relvar = 1.0 / max(s[which + "A"], 1.0)
     else:
         v0 = 0.0
         extra = e * e
-        relvar = dispersion(cfg, s, kind) / max(s["W"], 1.0)
-    v = v0 + dispersion(cfg, s, kind) * extra + e * e * relvar
+        relvar = dispersion(cfg, s, kind, which) / max(s[which + "W"], 1.0)
+    v = v0 + dispersion(cfg, s, kind, which) * extra + e * e * relvar
     return e, v0, max(v, 1e-12), binom
 
 
@@ -115,7 +127,9 @@ def dispersion_extra(kind: str, n: float, p: float, e: float) -> float:
     return e * e
 
 
-def forecast(cfg: DetectorConfig, s: dict[str, Any], prof: dict[str, Any] | None, ahead: int) -> float:
+def forecast(
+    cfg: DetectorConfig, s: dict[str, Any], prof: dict[str, Any] | None, ahead: int, which: str = INCIDENT,
+) -> float:
     """Deseasonalised rate expected ``ahead`` windows after the last learned one.
 
     Until seasonal factors exist, the daily cycle is a trend the EWMA lags behind (by ~τ +
@@ -123,11 +137,12 @@ def forecast(cfg: DetectorConfig, s: dict[str, Any], prof: dict[str, Any] | None
     smoothing removes that first-order lag. Once factors exist the deseasonalised series is
     flat and the trend would only add noise, so it is dropped.
     """
-    lvl = level(s)
-    if (prof and prof.get("on")) or s["B2"] <= 0 or lvl <= 0 or s["age"] < 4 * cfg.warmup_windows:
+    lvl = level(s, which)
+    b2 = s[which + "B2"]
+    if (prof and prof.get("on")) or b2 <= 0 or lvl <= 0 or s["age"] < 4 * cfg.warmup_windows:
         return lvl  # (a young series' trend is mostly noise)
     lam = decay(cfg.level_half_life_windows)
-    gap = lvl - s["A2"] / s["B2"]
+    gap = lvl - s[which + "A2"] / b2
     return min(2.0 * lvl, max(0.5 * lvl, lvl + gap * (1.0 + ahead * (1.0 - lam) / lam)))
 
 
@@ -144,27 +159,52 @@ def learn(
     dispersion learn from."""
     if n > 0 and p > 0:
         e, v0, v, _ = moments(cfg, s, kind, x, n, p)
-        bound = cfg.learn_clip_sigma * math.sqrt(v)
-        if s["W"] >= cfg.warmup_windows:  # (a young level is too uncertain to clip against)
-            x = min(max(x, e - bound), e + bound)
-        r2 = min((x - e) ** 2, cfg.dispersion_clip_sigma**2 * v)
+        x = clipped(cfg, s, x, e, v, INCIDENT)
+        learn_dispersion(cfg, s, kind, x, n, p, e, v0, v, INCIDENT)
         g = decay(cfg.dispersion_half_life_windows)
-        s["R1"] = g * s["R1"] + (r2 - v0)
-        s["R2"] = g * s["R2"] + dispersion_extra(kind, n, p, e)
-        s["RW"] = g * s["RW"] + 1.0
         if z is None:
             z = (x - e) / math.sqrt(v)
         _learn_correlation(cfg, s, z, g, age)
     else:
         s["kz"] = []
+    learn_level(cfg, s, x, n, f, seasonal, INCIDENT)
+
+
+def learn_dispersion(
+    cfg: DetectorConfig, s: dict[str, Any], kind: str, x: float, n: float, p: float, e: float, v0: float,
+    v: float, which: str,
+) -> None:
+    """Moment estimate of the overdispersion from one (clipped) residual of ``which`` level."""
+    r2 = min((x - e) ** 2, cfg.dispersion_clip_sigma**2 * v)
+    g = decay(cfg.dispersion_half_life_windows)
+    s[which + "R1"] = g * s[which + "R1"] + (r2 - v0)
+    s[which + "R2"] = g * s[which + "R2"] + dispersion_extra(kind, n, p, e)
+    s[which + "RW"] = g * s[which + "RW"] + 1.0
+
+
+def learn_level(
+    cfg: DetectorConfig, s: dict[str, Any], x: float, n: float, f: float, seasonal: bool, which: str,
+) -> None:
+    """One window into ``which`` level (``x`` already clipped by the caller where it should be)."""
     hl = cfg.seasonal_level_half_life_windows if seasonal else cfg.level_half_life_windows
     lam = decay(hl)
-    s["A"] = lam * s["A"] + x / f
-    s["B"] = lam * s["B"] + n
-    s["W"] = lam * s["W"] + 1.0
-    if s["B"] > 0:
-        s["A2"] = lam * s["A2"] + n * s["A"] / s["B"]
-        s["B2"] = lam * s["B2"] + n
+    a, b = which + "A", which + "B"
+    s[a] = lam * s[a] + x / f
+    s[b] = lam * s[b] + n
+    s[which + "W"] = lam * s[which + "W"] + 1.0
+    if s[b] > 0:
+        s[which + "A2"] = lam * s[which + "A2"] + n * s[a] / s[b]
+        s[which + "B2"] = lam * s[which + "B2"] + n
+
+
+def clipped(cfg: DetectorConfig, s: dict[str, Any], x: float, e: float, v: float, which: str) -> float:
+    """Huber: ``x`` moved to within ``learn_clip_sigma`` σ of its forecast ``e`` (once the level is
+    established: a young level is too uncertain to clip against)."""
+    if s[which + "W"] < cfg.warmup_windows:
+        return x
+    bound = cfg.learn_clip_sigma * math.sqrt(v)
+    return min(max(x, e - bound), e + bound)
+
 
 
 def _learn_correlation(cfg: DetectorConfig, s: dict[str, Any], z: float, g: float, age: int | None) -> None:

@@ -138,7 +138,7 @@ class DetectorConfig:
     #: Onset memory: a window's surprise is reported only when it exceeds everything the series
     #: showed in the last this many windows. An anomaly is announced when it begins (or grows),
     #: not again for every window it lasts; users who threshold the score get one alert per event.
-    score_rest_windows: int = 40
+    score_rest_windows: int = 60
     #: Surprise (nats) that maps to a graded score of 0.5: score = s / (s + this).
     score_half_nats: float = 10.0
 

@@ -27,9 +27,9 @@ import math
 from typing import Any
 
 from streams.core.anomaly import baseline, evidence
-from streams.core.anomaly.baseline import CONVERSION, COUNT, VALUE
+from streams.core.anomaly.baseline import CONVERSION, COUNT, INCIDENT, SCORE, VALUE
 from streams.core.anomaly.config import DetectorConfig
-from streams.core.anomaly.seasonality import HOUR_MS, accumulate, decay, learn_hour, season_factor
+from streams.core.anomaly.seasonality import HOUR_MS, add, decay, learn_hour, roll, season_factor
 
 #: Run sums of an evidence run / incident: observed, expected, variance, exposure, peak score.
 OBS, EXP, VAR, EXPOSURE, PEAK = range(5)
@@ -54,13 +54,13 @@ def step(
 
     Returns (``"opened"``/``"resolved"``/None, the incident, the window's graded score)."""
     s["age"] += 1
-    accumulate(s, prof, ws, x, n, lambda ss, pp: _close_hour(cfg, ss, pp, kind, win))
+    roll(s, prof, ws, lambda ss, pp: _close_hour(cfg, ss, pp, kind, win))
     f = season_factor(prof, ws, win, cfg.season_prior_count)
+    score, peak = _score(cfg, s, kind, x, n, f, prof)
     p = baseline.forecast(cfg, s, prof, len(s["pend"]) + 1) * f
     informative = n > 0 and p > 0
     e = v = 0.0
     ld = lu = 0.0
-    score = peak = 0.0
     if informative:
         e, v0, v, binom = baseline.moments(cfg, s, kind, x, n, p)
         ld, lu = evidence.llr(cfg, kind, binom, x, n, e, p, v)
@@ -68,12 +68,6 @@ def step(
         cap = cfg.max_window_nats
         ld = min(cap, ld / d)
         lu = min(cap, lu / d)
-        if s["age"] > cfg.warmup_windows:
-            nats = evidence.tail_nats(evidence.deviance_residual(kind, binom, x, n, e, v0, v))
-            surprise = evidence.calibrated(cfg, s, nats)
-            evidence.learn_calibration(cfg, s, nats)
-            peak = evidence.graded(cfg, surprise)
-            score = evidence.graded(cfg, evidence.onset(cfg, s, surprise))
     r = decay(cfg.recent_half_life_windows)
     seen = s["seen"]  # recent observed and exposure, every window
     seen[0] = r * seen[0] + x
@@ -132,6 +126,35 @@ def step(
     return None, None, score
 
 
+def _score(
+    cfg: DetectorConfig, s: dict[str, Any], kind: str, x: float, n: float, f: float, prof: dict[str, Any] | None,
+) -> tuple[float, float]:
+    """The window's graded score (after onset) and its raw graded surprise, against the score's
+    own level, which then learns the window (clipped) at once, as does the seasonal hour.
+
+    Why a level of its own: the incidents' level is learned late and held while an incident is
+    open, which is right for measuring an outage against what it interrupted, and wrong for
+    asking "is this window surprising given the recent past?": a level held through a long shift
+    makes every later window look anomalous, and one learned late lags the series."""
+    seasonal = bool(prof and prof.get("on"))
+    p = baseline.forecast(cfg, s, prof, 1, SCORE) * f
+    score = peak = 0.0
+    if n > 0 and p > 0:
+        e, v0, v, binom = baseline.moments(cfg, s, kind, x, n, p, SCORE)
+        if s["age"] > cfg.warmup_windows:
+            nats = evidence.tail_nats(evidence.deviance_residual(kind, binom, x, n, e, v0, v))
+            surprise = evidence.calibrated(cfg, s, nats)
+            evidence.learn_calibration(cfg, s, nats)
+            peak = evidence.graded(cfg, surprise)
+            score = evidence.graded(cfg, evidence.onset(cfg, s, surprise))
+        x = baseline.clipped(cfg, s, x, e, v, SCORE)
+        baseline.learn_dispersion(cfg, s, kind, x, n, p, e, v0, v, SCORE)
+    add(s, x, n)
+    if s["age"] > 1:  # (a series' first window is usually partial)
+        baseline.learn_level(cfg, s, x, n, f, seasonal, SCORE)
+    return score, peak
+
+
 def reanchor(s: dict[str, Any], ratio: float) -> None:
     """Accept a shifted level as the new normal (a long incident, or a launch that explains it)."""
     s["A"] *= ratio
@@ -186,18 +209,21 @@ def _cusum(
 def _close_hour(cfg: DetectorConfig, s: dict[str, Any], prof: dict[str, Any], kind: str, win: int) -> None:
     """Learn the hour that just ended into the seasonal profile, weighted by what it is worth."""
     hour, num, den = int(s["hr"]), float(s["hn"]), float(s["hd"])
-    disp = baseline.dispersion(cfg, s, kind)
+    disp = baseline.dispersion(cfg, s, kind, SCORE)  # (the baseline that is never held)
     windows_per_hour = max(1, HOUR_MS // win)
-    if kind == CONVERSION:  # den = upper-stage persons in the hour
-        wgt = 1.0 / (1.0 + disp * max(0.0, den / windows_per_hour - 1.0))
-    elif kind == COUNT:  # den = windows in the hour, num = persons
-        wgt = 1.0 / (1.0 + disp * num / den) if den > 0 else 0.0
-    else:  # rows in the hour, each worth 1/φ effective counts
-        wgt = den / (disp * num) if num > 0 else 0.0
+
+    def weight(mean: float) -> float:
+        if kind == CONVERSION:  # den = upper-stage persons in the hour
+            return 1.0 / (1.0 + disp * max(0.0, den / windows_per_hour - 1.0))
+        if kind == COUNT:  # den = windows in the hour, num = persons
+            return 1.0 / (1.0 + disp * num / den)
+        return 1.0 / (disp * mean)  # value: each row is worth 1/φ effective counts
+
     old_enough = s["age"] >= 24 * HOUR_MS // win
-    if learn_hour(prof, hour, num, den, wgt, old_enough, cfg.season_day_half_life, cfg.season_week_half_life):
+    if learn_hour(prof, hour, num, den, weight, old_enough, cfg.season_day_half_life, cfg.season_week_half_life):
         # The level was learned with factor 1: re-express it in deseasonalised units now, or the
         # expected value would jump by the factor at the switch.
         f = season_factor(prof, (hour + 1) * HOUR_MS, win, cfg.season_prior_count)
-        s["A"] /= f
-        s["A2"] /= f
+        for which in (INCIDENT, SCORE):
+            s[which + "A"] /= f
+            s[which + "A2"] /= f

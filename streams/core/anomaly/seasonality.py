@@ -38,41 +38,49 @@ def decay(half_life: float) -> float:
     return 0.5 ** (1.0 / half_life) if half_life > 0 else 0.0
 
 
-def accumulate(
-    s: dict[str, Any], prof: dict[str, Any] | None, ws: int, x: float, n: float,
+def roll(
+    s: dict[str, Any], prof: dict[str, Any] | None, ws: int,
     close_hour: Callable[[dict[str, Any], dict[str, Any]], None],
 ) -> None:
-    """Add the window to its hour; when a new hour begins, ``close_hour(s, prof)`` learns the last."""
+    """Before a window of a new hour is scored, ``close_hour(s, prof)`` learns the last hour."""
     hour = ws // HOUR_MS
     if s["hr"] != hour:
         if s["hr"] is not None and prof is not None:
             close_hour(s, prof)
         s["hr"], s["hn"], s["hd"] = hour, 0.0, 0.0
+
+
+def add(s: dict[str, Any], x: float, n: float) -> None:
+    """Add a window to its hour (``x`` clipped like the level learns it: one spike is not a season)."""
     s["hn"] += x
     s["hd"] += n
 
 
 def learn_hour(
-    prof: dict[str, Any], hour: int, num: float, den: float, wgt: float, old_enough: bool,
+    prof: dict[str, Any], hour: int, num: float, den: float, weight: Callable[[float], float], old_enough: bool,
     day_half_life: float, week_half_life: float,
 ) -> bool:
     """Push the closed hour on the 24-hour ring and learn its factor against the ring's mean.
 
-    ``wgt``: what one unit of ``num`` is worth in effective counts (1 / the overdispersion factor
-    for counts; for a real-valued series rows / (relative variance · num)), so the hour weighs
-    what it is worth as evidence. Returns True when the factors have just been switched on (the
-    caller re-expresses its level in deseasonalised units)."""
+    ``weight(mean)``: what one unit of the hour's amount is worth in effective counts, given the
+    trailing mean per unit of ``den`` (1 / the overdispersion factor for counts; for a real-valued
+    series 1 / (relative variance · mean), so each row weighs 1/φ), so the hour weighs what it is
+    worth as evidence. Returns True when the factors have just been switched on (the caller
+    re-expresses its level in deseasonalised units)."""
     ring = [h for h in prof.get("ring", []) if h[0] > hour - 24]
     ring.append([hour, num, den])
     prof["ring"] = ring
     prof["dirty"] = True
-    if not old_enough or den <= 0 or wgt <= 0 or len(ring) < _RING_MIN_HOURS:
+    if not old_enough or den <= 0 or len(ring) < _RING_MIN_HOURS:
         return False
     tn = sum(h[1] for h in ring)
     td = sum(h[2] for h in ring)
     if tn <= 0 or td <= 0:
         return False
     mean = tn / td
+    wgt = weight(mean)
+    if wgt <= 0:
+        return False
     for name, bucket, half_life in (
         ("d", hour % 24, day_half_life),
         ("w", (hour + WEEK_OFFSET_H) % 168, week_half_life),
