@@ -54,6 +54,7 @@ def new_series() -> dict[str, Any]:
         "cd": 0.0, "cu": 0.0, "kd": 0, "ku": 0,  # CUSUM down/up, consecutive supporting windows
         "rd": None, "ru": None,  # evidence run start (window_start ms)
         "ad": [0.0, 0.0, 0.0, 0.0], "au": [0.0, 0.0, 0.0, 0.0],  # run sums: obs, exp, var, n
+        "pd": 0.0, "pu": 0.0,  # the run's highest graded score
         "pend": [],  # [[window_start, x, n, z, age]] not yet learned (z: the residual the CUSUM saw)
         "rec": [0.0, 0.0, 0.0],  # recent decayed obs, exp, n (windows with an expected value)
         "seen": [0.0, 0.0],  # recent decayed obs, n (all windows: what a new series brings)
@@ -229,13 +230,12 @@ def upgrade(s: dict[str, Any]) -> None:
     """Bring a series state written by an older detector version up to the current layout.
 
     States live in changelogs across deployments; the fields added since are given their initial
-    values (pending windows without an age start a new correlation run; run sums gain a peak)."""
+    values (pending windows without an age start a new correlation run)."""
+    if "gRW" in s:  # current layout
+        return
     for key, value in new_series().items():
         if key not in s:
             s[key] = value
     s["pend"] = [pw if len(pw) >= 5 else [*pw[:4], *([None] * (4 - len(pw))), None] for pw in s["pend"]]
     if s["kw"] is not None and s["kw"] > 1_000_000_000:  # a window start (ms), not an age
         s["kw"] = None
-    for acc in (s["ad"], s["au"], (s["inc"] or {}).get("acc")):
-        if acc is not None and len(acc) < 5:
-            acc.extend([0.0] * (5 - len(acc)))

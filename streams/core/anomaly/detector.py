@@ -54,7 +54,7 @@ from streams.core.anomaly.attribution import (
 from streams.core.anomaly.baseline import CONVERSION, COUNT, level, new_series, upgrade
 from streams.core.anomaly.config import DetectorConfig
 from streams.core.anomaly.impact import lost_conversions
-from streams.core.anomaly.incidents import EXP, EXPOSURE, OBS, PEAK, VAR, reanchor, reset_cusum
+from streams.core.anomaly.incidents import EXP, EXPOSURE, OBS, VAR, reanchor, reset_cusum
 from streams.core.anomaly.seasonality import HOUR_MS
 from streams.core.funnel import dim_key, dim_sort_key, parse_dim_key
 from streams.core.stages import STAGES
@@ -411,7 +411,7 @@ class _Ctx:
             "est_lost_conversions": round(lost, 3),
             "total_observed": round(t_obs, 6),
             "total_expected": round(t_exp, 6),
-            "anomaly_score": round(inc["acc"][PEAK], 4),
+            "anomaly_score": round(inc.get("peak", 0.0), 4),
         }
 
 

@@ -41,6 +41,7 @@ from streams.core.anomaly.seasonality import decay
 #: Calibration ladder of model surprise, in nats (the rate at which each is exceeded is learned).
 LEVELS: tuple[float, ...] = (2.0, 3.0, 4.5, 6.0, 8.0, 10.0, 13.0, 16.0)
 _SQRT2 = math.sqrt(2.0)
+_MODEL_RATE = tuple(math.exp(-lv) for lv in LEVELS)
 
 
 def llr(cfg: DetectorConfig, kind: str, binom: bool, x: float, n: float, e: float, p: float,
@@ -90,22 +91,28 @@ def tail_nats(r: float) -> float:
 
 def calibrated(cfg: DetectorConfig, s: dict[str, Any], nats: float) -> float:
     """The model surprise re-expressed as −ln(the rate this series exceeds it at)."""
-    sx: list[float] = s["sx"] or [0.0] * len(LEVELS)
-    prior, w = cfg.score_calibration_prior_windows, s["sw"]
-    surprise = [-math.log((sx[i] + prior * math.exp(-lv)) / (w + prior)) for i, lv in enumerate(LEVELS)]
+    if nats <= 0:
+        return 0.0
     if nats <= LEVELS[0]:
-        return nats * surprise[0] / LEVELS[0]
+        return nats * _level_surprise(cfg, s, 0) / LEVELS[0]
     for i in range(1, len(LEVELS)):
         if nats <= LEVELS[i]:
-            frac = (nats - LEVELS[i - 1]) / (LEVELS[i] - LEVELS[i - 1])
-            return surprise[i - 1] + frac * (surprise[i] - surprise[i - 1])
-    return surprise[-1] + cfg.score_tail_slope * (nats - LEVELS[-1])
+            lo, hi = _level_surprise(cfg, s, i - 1), _level_surprise(cfg, s, i)
+            return lo + (nats - LEVELS[i - 1]) / (LEVELS[i] - LEVELS[i - 1]) * (hi - lo)
+    return _level_surprise(cfg, s, len(LEVELS) - 1) + cfg.score_tail_slope * (nats - LEVELS[-1])
+
+
+def _level_surprise(cfg: DetectorConfig, s: dict[str, Any], i: int) -> float:
+    """−ln of the (shrunk) rate at which this series' model surprise has exceeded level ``i``."""
+    prior = cfg.score_calibration_prior_windows
+    seen = s["sx"][i] if s["sx"] else 0.0
+    return -math.log((seen + prior * _MODEL_RATE[i]) / (s["sw"] + prior))
 
 
 def learn_calibration(cfg: DetectorConfig, s: dict[str, Any], nats: float) -> None:
     g = decay(cfg.dispersion_half_life_windows)
     sx: list[float] = s["sx"] or [0.0] * len(LEVELS)
-    s["sx"] = [round(g * c + (1.0 if nats >= lv else 0.0), 6) for c, lv in zip(sx, LEVELS, strict=True)]
+    s["sx"] = [g * c + 1.0 if nats >= lv else g * c for c, lv in zip(sx, LEVELS, strict=True)]
     s["sw"] = g * s["sw"] + 1.0
 
 
@@ -118,12 +125,13 @@ def onset(cfg: DetectorConfig, s: dict[str, Any], surprise: float) -> float:
     if rest <= 0:
         return surprise
     age = s["age"]
-    queue = [q for q in s["sp"] if q[0] > age - rest]
+    queue: list[list[float]] = s["sp"]
+    while queue and queue[0][0] <= age - rest:
+        queue.pop(0)
     out = surprise if not queue or surprise > queue[0][1] else 0.0
     while queue and queue[-1][1] <= surprise:
         queue.pop()
     queue.append([age, round(surprise, 4)])
-    s["sp"] = queue
     return out
 
 

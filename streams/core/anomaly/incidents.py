@@ -31,8 +31,10 @@ from streams.core.anomaly.baseline import CONVERSION, COUNT, INCIDENT, SCORE, VA
 from streams.core.anomaly.config import DetectorConfig
 from streams.core.anomaly.seasonality import HOUR_MS, add, decay, learn_hour, roll, season_factor
 
-#: Run sums of an evidence run / incident: observed, expected, variance, exposure, peak score.
-OBS, EXP, VAR, EXPOSURE, PEAK = range(5)
+#: Run sums of an evidence run / incident (``acc``; the board reads them too): observed,
+#: expected, variance, exposure. The run's highest graded score is kept beside them (``p`` + dir,
+#: an incident's ``peak``).
+OBS, EXP, VAR, EXPOSURE = range(4)
 
 
 def watched(cfg: DetectorConfig, s: dict[str, Any], kind: str) -> bool:
@@ -54,7 +56,8 @@ def step(
 
     Returns (``"opened"``/``"resolved"``/None, the incident, the window's graded score)."""
     s["age"] += 1
-    roll(s, prof, ws, lambda ss, pp: _close_hour(cfg, ss, pp, kind, win))
+    if s["hr"] != ws // HOUR_MS:
+        roll(s, prof, ws, lambda ss, pp: _close_hour(cfg, ss, pp, kind, win))
     f = season_factor(prof, ws, win, cfg.season_prior_count)
     score, peak = _score(cfg, s, kind, x, n, f, prof)
     p = baseline.forecast(cfg, s, prof, len(s["pend"]) + 1) * f
@@ -81,7 +84,8 @@ def step(
     inc = s["inc"]
     if inc is not None:
         if informative:
-            _add(inc["acc"], x, e, v, n, peak)
+            _add(inc["acc"], x, e, v, n)
+            inc["peak"] = max(inc.get("peak", 0.0), peak)
             llr = ld if inc["dir"] == "d" else lu
             inc["back"] = max(0.0, inc["back"] - llr)
             if llr < 0:
@@ -167,12 +171,11 @@ def reset_cusum(s: dict[str, Any]) -> None:
     s["rd"] = s["ru"] = None
 
 
-def _add(acc: list[float], x: float, e: float, v: float, n: float, peak: float) -> None:
+def _add(acc: list[float], x: float, e: float, v: float, n: float) -> None:
     acc[OBS] += x
     acc[EXP] += e
     acc[VAR] += v
     acc[EXPOSURE] += n
-    acc[PEAK] = max(acc[PEAK], peak)
 
 
 def _cusum(
@@ -185,9 +188,11 @@ def _cusum(
         c_new = max(0.0, c + llr)
         if c_new > 0 and c == 0:
             s["r" + dr] = ws
-            s["a" + dr] = [0.0, 0.0, 0.0, 0.0, 0.0]
+            s["a" + dr] = [0.0, 0.0, 0.0, 0.0]
+            s["p" + dr] = 0.0
         if c_new > 0:
-            _add(s["a" + dr], x, e, v, n, peak)
+            _add(s["a" + dr], x, e, v, n)
+            s["p" + dr] = max(s["p" + dr], peak)
         else:
             s["r" + dr] = None
         s["c" + dr] = c_new
@@ -201,7 +206,8 @@ def _cusum(
         ):
             best = {
                 "dir": dr, "start": s["r" + dr], "opened": ws, "age": 0, "normal": 0, "back": 0.0,
-                "acc": list(s["a" + dr]), "evidence": c_new, "vis": False, "emitted": None, "id": None,
+                "acc": list(s["a" + dr]), "peak": s["p" + dr], "evidence": c_new, "vis": False,
+                "emitted": None, "id": None,
             }
     return best
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 HOUR_MS = 3_600_000
@@ -34,7 +35,9 @@ _RING_MIN_HOURS = 18
 _HOURS_KNOWN = 20
 
 
+@lru_cache(maxsize=64)
 def decay(half_life: float) -> float:
+    """Per-window factor of an exponential memory with this half-life (in windows)."""
     return 0.5 ** (1.0 / half_life) if half_life > 0 else 0.0
 
 

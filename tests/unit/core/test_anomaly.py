@@ -291,6 +291,33 @@ def test_state_is_json_and_a_restart_from_the_store_continues_identically() -> N
     assert [e["status"] for e in head + tail_a if e["status"] != "update"] == ["open", "resolved"]
 
 
+def _as_previous_version(series: dict[str, Any]) -> None:
+    """The series layout the detector wrote before the graded score existed (changelogs keep it)."""
+    for key in ("gA", "gB", "gW", "gA2", "gB2", "gR1", "gR2", "gRW", "sx", "sw", "sp", "pd", "pu"):
+        del series[key]
+    series["pend"] = [pw[:4] for pw in series["pend"]]
+    if series["kw"] is not None:
+        series["kw"] = T0  # it was a window start, not an age
+
+
+def test_a_store_written_by_the_previous_version_loads_and_keeps_its_incident() -> None:
+    sim = Sim({("web", None): 500})
+    store = MemoryStore()
+    det = AnomalyDetector(store)
+    effect = step(200, 260, conv=0.5)
+    rng = random.Random(0)
+    events = sim.run(det, 230, effect, rng=rng)
+    assert [e["status"] for e in opens(events)] == ["open"]
+    for key, value in store.items():
+        if key.split("|")[1] == "s":
+            for grp in ("v", "c"):
+                for series in value[grp].values():
+                    _as_previous_version(series)
+    tail = sim.run(AnomalyDetector(store), 90, effect, start=230, rng=rng)
+    assert [e["status"] for e in tail if e["status"] != "update"] == ["resolved"]
+    assert all(0 <= e["anomaly_score"] < 1 for e in events + tail)
+
+
 def test_replayed_or_old_windows_are_ignored_and_ids_are_deterministic() -> None:
     det = AnomalyDetector(MemoryStore())
     sim = Sim({("web", None): 500})
