@@ -62,7 +62,7 @@ def new_series() -> dict[str, Any]:
         # graded score: its own level (learned at once, never held: see evidence.py), the
         # exceedance rates of the calibration and their weight, the onset queue of recent surprises
         "gA": 0.0, "gB": 0.0, "gW": 0.0, "gA2": 0.0, "gB2": 0.0, "gR1": 0.0, "gR2": 0.0, "gRW": 0.0,
-        "sx": [], "sw": 0.0, "sp": [],
+        "sx": [], "st": 0, "sn": 0, "sw": 0.0, "sp": [],
         "inc": None,
     }
 

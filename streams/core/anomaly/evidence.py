@@ -105,15 +105,23 @@ def calibrated(cfg: DetectorConfig, s: dict[str, Any], nats: float) -> float:
 def _level_surprise(cfg: DetectorConfig, s: dict[str, Any], i: int) -> float:
     """−ln of the (shrunk) rate at which this series' model surprise has exceeded level ``i``."""
     prior = cfg.score_calibration_prior_windows
-    seen = s["sx"][i] if s["sx"] else 0.0
+    seen = s["sx"][i] * decay(cfg.dispersion_half_life_windows) ** (s["sn"] - s["st"]) if s["sx"] else 0.0
     return -math.log((seen + prior * _MODEL_RATE[i]) / (s["sw"] + prior))
 
 
 def learn_calibration(cfg: DetectorConfig, s: dict[str, Any], nats: float) -> None:
+    """Count the window (decayed) and, if it exceeded levels, those exceedances.
+
+    The exceedance counts are decayed lazily (``st``: the window count they are as of), so an
+    unsurprising window, nearly all of them, costs one multiply-add."""
     g = decay(cfg.dispersion_half_life_windows)
-    sx: list[float] = s["sx"] or [0.0] * len(LEVELS)
-    s["sx"] = [g * c + 1.0 if nats >= lv else g * c for c, lv in zip(sx, LEVELS, strict=True)]
     s["sw"] = g * s["sw"] + 1.0
+    s["sn"] += 1
+    if nats >= LEVELS[0]:
+        f = g ** (s["sn"] - s["st"])
+        sx: list[float] = s["sx"] or [0.0] * len(LEVELS)
+        s["sx"] = [c * f + 1.0 if nats >= lv else c * f for c, lv in zip(sx, LEVELS, strict=True)]
+        s["st"] = s["sn"]
 
 
 def onset(cfg: DetectorConfig, s: dict[str, Any], surprise: float) -> float:

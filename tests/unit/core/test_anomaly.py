@@ -293,7 +293,7 @@ def test_state_is_json_and_a_restart_from_the_store_continues_identically() -> N
 
 def _as_previous_version(series: dict[str, Any]) -> None:
     """The series layout the detector wrote before the graded score existed (changelogs keep it)."""
-    for key in ("gA", "gB", "gW", "gA2", "gB2", "gR1", "gR2", "gRW", "sx", "sw", "sp", "pd", "pu"):
+    for key in ("gA", "gB", "gW", "gA2", "gB2", "gR1", "gR2", "gRW", "sx", "st", "sn", "sw", "sp", "pd", "pu"):
         del series[key]
     series["pend"] = [pw[:4] for pw in series["pend"]]
     if series["kw"] is not None:
