@@ -70,15 +70,22 @@ def median_step_ms(times: Sequence[int]) -> int:
 
 def detector_scores(
     timestamps: Sequence[datetime], values: Sequence[float], config: DetectorConfig | None = None,
-) -> tuple[list[float], str, float]:
-    """Per-row graded scores of one series, its kind, and the detector's µs per row."""
+) -> tuple[list[float], str, float, list[int]]:
+    """Per-row graded scores of one series, its kind, the detector's µs per row, and the rows
+    where an incident opened (what the funnel would page on; not part of NAB's score)."""
     times = [_ms(t) for t in timestamps]
     kind = series_kind(values)
     det = SeriesDetector(kind, median_step_ms(times), config)
+    scores: list[float] = []
+    opened: list[int] = []
     t0 = time.perf_counter()
-    scores = [det.observe(t, v)[0] for t, v in zip(times, values, strict=True)]
+    for i, (t, v) in enumerate(zip(times, values, strict=True)):
+        score, what = det.observe(t, v)
+        scores.append(score)
+        if what == "opened":
+            opened.append(i)
     per_row = (time.perf_counter() - t0) * 1e6 / max(1, len(times))
-    return scores, kind, per_row
+    return scores, kind, per_row, opened
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +132,16 @@ def evaluate(
     for name in names:
         timestamps, values = corpus.read_series(root / "data" / name)
         lab = scoring.label_rows(name, timestamps, windows.get(name, []))
-        scores, kind, us = detector_scores(timestamps, values, config)
+        scores, kind, us, opened = detector_scores(timestamps, values, config)
         ours.append((lab, scores))
         costs.append((us, lab.rows))
-        per_file.append({"file": name, "rows": lab.rows, "kind": kind, "windows": lab.windows})
+        scored = [i for i in opened if i >= lab.probation]
+        per_file.append({
+            "file": name, "rows": lab.rows, "kind": kind, "windows": lab.windows,
+            "incidents": {"opened": len(scored),
+                          "in_windows": sum(1 for i in scored if lab.window[i] != scoring.OUTSIDE),
+                          "windows_with_one": len({lab.window[i] for i in scored} - {scoring.OUTSIDE})},
+        })
     result: dict[str, Any] = {"files": per_file, "profiles": {}, "compare": {}}
     detectors = [Scored("touchstream", ours)]
     for other in COMPARE:
@@ -166,6 +179,8 @@ def evaluate(
             thr = det_entry["standard"]["threshold"]
             row.setdefault("compare_standard_raw", {})[other] = round(
                 scoring.score_file(other_lab, s, thr, PROFILES[0]).score, 4)
+    result["incidents"] = {k: sum(r["incidents"][k] for r in per_file)
+                           for k in ("opened", "in_windows", "windows_with_one")}
     rows = sum(n for _, n in costs)
     result["us_per_row"] = round(sum(us * n for us, n in costs) / max(1, rows), 1)
     result["rows"] = rows
@@ -209,7 +224,11 @@ def _table(result: dict[str, Any]) -> str:
             f"{row['file']:42} {row['rows']:5d} {row['kind']:>5} {row['windows']:3d} {std['detected']:3d}"
             f" {std['fp_rows']:3d}" + "".join(f"{row[p]['raw']:19.3f}" for p in profiles)
             + "".join(f"{row.get('compare_standard_raw', {}).get(o, float('nan')):11.3f}" for o in others))
-    lines.append(f"\ndetector cost: {result['us_per_row']} µs per row (window), {result['rows']} rows")
+    inc = result["incidents"]
+    lines.append(f"\nincidents (CUSUM, what the funnel pages on; not NAB-scored), after probation: {inc['opened']} "
+                 f"opened, {inc['in_windows']} inside labelled windows, "
+                 f"{inc['windows_with_one']} of {sum(r['windows'] for r in result['files'])} windows with one")
+    lines.append(f"detector cost: {result['us_per_row']} µs per row (window), {result['rows']} rows")
     return "\n".join(lines)
 
 

@@ -125,8 +125,10 @@ class DetectorConfig:
     #: shift is learned within a few half-lives or, if it is an incident, not at all.
     learn_clip_sigma: float = 4.0
     #: Overdispersion of real-valued series (``kind="value"``: no Poisson part, Var = φ·e²; the
-    #: NAB series and any non-count metric): prior and floor of φ (relative variance).
-    value_dispersion_prior: float = 0.01
+    #: NAB series and any non-count metric): prior and floor of φ (relative variance). Nothing is
+    #: known about an arbitrary metric's noise: the prior (a relative σ of ~30 %) is deliberately
+    #: loose, so a young series does not page on its own noise; its data outweigh it within hours.
+    value_dispersion_prior: float = 0.1
     value_dispersion_floor: float = 1e-6
     #: Graded score (see ``evidence.py``). Weight, in windows, of the model's own tail rates in
     #: the calibration of the surprise against the series' history: a young series is scored by
