@@ -65,7 +65,7 @@ def test_a_level_shift_is_scored_once_and_then_learned() -> None:
     values = [100 * (1 + 0.05 * rng.gauss(0, 1)) for _ in range(400)]
     values += [200 * (1 + 0.05 * rng.gauss(0, 1)) for _ in range(600)]
     scores = run(SeriesDetector("value", W), values)
-    assert max(scores[400:403]) > 0.8
+    assert max(scores[400:403]) > 0.6
     assert max(scores[700:]) < 0.5  # the new level is the new normal for the score
 
 
