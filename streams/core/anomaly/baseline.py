@@ -160,7 +160,7 @@ def learn(
     dispersion learn from."""
     if n > 0 and p > 0:
         e, v0, v, _ = moments(cfg, s, kind, x, n, p)
-        x = clipped(cfg, s, x, e, v, INCIDENT)
+        x = clipped(cfg, s, kind, x, n, e, v, INCIDENT)
         learn_dispersion(cfg, s, kind, x, n, p, e, v0, v, INCIDENT)
         g = decay(cfg.dispersion_half_life_windows)
         if z is None:
@@ -198,13 +198,28 @@ def learn_level(
         s[which + "B2"] = lam * s[which + "B2"] + n
 
 
-def clipped(cfg: DetectorConfig, s: dict[str, Any], x: float, e: float, v: float, which: str) -> float:
+def clipped(
+    cfg: DetectorConfig, s: dict[str, Any], kind: str, x: float, n: float, e: float, v: float, which: str,
+) -> float:
     """Huber: ``x`` moved to within ``learn_clip_sigma`` σ of its forecast ``e`` (once the level is
-    established: a young level is too uncertain to clip against)."""
+    established: a young level is too uncertain to clip against).
+
+    The upper bound of a count carries the counting noise's skew (Cornish–Fisher: a Poisson quantile
+    lies ``(z² − 1)/6`` above the normal one; binomial ``(1 − 2p)`` times that): without it, one deal
+    in a stage that expects 0.02 per window would be "4σ" and learned as half a deal, and thin
+    stages' levels would be biased low. (The lower bound stays the normal one, which is below the
+    true quantile of a skewed count: it clips less, never wrongly.)"""
     if s[which + "W"] < cfg.warmup_windows:
         return x
-    bound = cfg.learn_clip_sigma * math.sqrt(v)
-    return min(max(x, e - bound), e + bound)
+    z = cfg.learn_clip_sigma
+    if kind == COUNT:
+        skew = (z * z - 1.0) / 6.0
+    elif kind == CONVERSION and n > 0:
+        skew = (z * z - 1.0) / 6.0 * (1.0 - 2.0 * min(e / n, 1.0))
+    else:
+        skew = 0.0
+    bound = z * math.sqrt(v)
+    return min(max(x, e - bound), e + bound + max(0.0, skew))
 
 
 

@@ -151,7 +151,7 @@ def _score(
             evidence.learn_calibration(cfg, s, nats)
             peak = evidence.graded(cfg, surprise)
             score = evidence.graded(cfg, evidence.onset(cfg, s, surprise))
-        x = baseline.clipped(cfg, s, x, e, v, SCORE)
+        x = baseline.clipped(cfg, s, kind, x, n, e, v, SCORE)
         baseline.learn_dispersion(cfg, s, kind, x, n, p, e, v0, v, SCORE)
     add(s, x, n)
     if s["age"] > 1:  # (a series' first window is usually partial)
