@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from streams.core.anomaly import DetectorConfig, SeriesDetector
+from streams.core.anomaly import DetectorConfig, SeriesDetector, baseline
 
 W = 60_000
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -58,6 +58,21 @@ def test_low_counts_stay_low_counts() -> None:
     # 20 empty minutes at λ = 1: unlikely overall, but no single window says much (the score is per window)
     assert max(run(SeriesDetector("count", W), with_gap(1.0))[700:720]) < 0.4
     assert max(run(SeriesDetector("count", W), with_gap(1000.0))[700:720]) > 0.9
+
+
+def test_thin_counts_are_learned_without_bias() -> None:
+    """One event where 0.05 are expected is "4σ" by a normal yardstick; clipped like that, a thin
+    stage's level would be learned at a fraction of its rate. Both baselines stay unbiased."""
+    rng = random.Random(8)
+    det = SeriesDetector("count", W)
+    levels: dict[str, list[float]] = {"": [], "g": []}
+    for i in range(6000):
+        det.observe(T0 + i * W, float(poisson(rng, 0.05)))
+        if i >= 1000:
+            for which, out in levels.items():
+                out.append(baseline.level(det.state, which))
+    for out in levels.values():
+        assert sum(out) / len(out) == pytest.approx(0.05, rel=0.15)
 
 
 def test_a_level_shift_is_scored_once_and_then_learned() -> None:
