@@ -291,6 +291,30 @@ def test_state_is_json_and_a_restart_from_the_store_continues_identically() -> N
     assert [e["status"] for e in head + tail_a if e["status"] != "update"] == ["open", "resolved"]
 
 
+def test_every_series_gets_a_graded_score_per_window() -> None:
+    """The graded score is per window and series, not only per incident: the drop's series scores
+    high when the drop begins, thin deep stages never do, and the incident record carries its peak."""
+    det = AnomalyDetector(MemoryStore())
+    sim = Sim({("web", None): 500}, rates=(0.3, 0.01))
+    rng = random.Random(0)
+    peaks: dict[str, float] = {}
+    events = []
+    for i in range(260):
+        ws = T0 + i * W
+        events += det.observe_windows("t", ws, sim.rows("t", i, rng, step(200, 240, conv=0.5)), ws + W)
+        start, scores = det.window_scores("t")
+        assert start == ws
+        assert all(0.0 <= v < 1.0 for v in scores.values())
+        for (dim, sid), v in scores.items():
+            if dim == (None, None) and i >= 20 and not 200 <= i < 245:
+                peaks[sid] = max(peaks.get(sid, 0.0), v)
+        if i == 200:  # the drop's first window (the onset; later windows of it are not news)
+            assert max(scores[((None, None), "c:impression")], scores[((None, None), "v:click")]) > 0.6
+    assert max(peaks.values()) < 0.6, peaks  # calm windows of every series, thin ones included
+    opened = opens(events)
+    assert len(opened) == 1 and opened[0]["anomaly_score"] > 0.6
+
+
 def _as_previous_version(series: dict[str, Any]) -> None:
     """The series layout the detector wrote before the graded score existed (changelogs keep it)."""
     for key in ("gA", "gB", "gW", "gA2", "gB2", "gR1", "gR2", "gRW", "sx", "st", "sn", "sw", "sp", "pd", "pu"):
