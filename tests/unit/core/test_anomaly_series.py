@@ -84,6 +84,22 @@ def test_a_level_shift_is_scored_once_and_then_learned() -> None:
     assert max(scores[700:]) < 0.5  # the new level is the new normal for the score
 
 
+def test_a_slow_drift_is_followed_not_alarmed() -> None:
+    """+80 % over a day, in 1-minute counts of ~200: the level follows; neither the score nor an
+    incident fires, while the same change as a step would."""
+    rng = random.Random(9)
+    drift = [float(poisson(rng, 200 * (1 + 0.8 * min(1.0, i / 1440)))) for i in range(1800)]
+    det = SeriesDetector("count", W)
+    outs = [det.observe(T0 + i * W, v) for i, v in enumerate(drift)]
+    assert max(score for score, _ in outs[60:]) < 0.55
+    assert not any(what == "opened" for _, what in outs)
+    step = [float(poisson(rng, 200 if i < 900 else 360)) for i in range(1000)]
+    det = SeriesDetector("count", W)
+    outs = [det.observe(T0 + i * W, v) for i, v in enumerate(step)]
+    assert max(score for score, _ in outs[900:903]) > 0.6
+    assert any(what == "opened" for _, what in outs[900:905])
+
+
 def test_daily_seasonality_is_learned_and_an_off_hour_peak_is_found() -> None:
     """Days with a 3× swing: once the profile is learned the cycle itself is quiet, and the
     day-time value occurring at night (normal for the hour of day, not for this hour) stands out."""
