@@ -16,9 +16,10 @@ it is open (nor, via ``hold``, in the series other dimensions' incidents overlap
 ``detector.py``). An incident open for ``max_incident_windows`` is accepted as the new normal:
 resolved, level re-anchored.
 
-The graded score (``evidence.py``) is computed for every window of a watched series, independent
-of incidents: incidents stay what pages and the board use; the score lets a user (or NAB's
-threshold optimisation) choose a sensitivity.
+The graded score (``evidence.py``) is computed for every window of every series past warm-up,
+watched or not, on a baseline of its own that incidents never hold (``_score``): incidents stay
+what pages and the board use; the score lets a user (or NAB's threshold optimisation) choose a
+sensitivity.
 """
 
 from __future__ import annotations
