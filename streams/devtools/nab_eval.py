@@ -1,187 +1,255 @@
-"""Run the anomaly detector's volume logic on the labelled NAB series (Numenta Anomaly Benchmark).
+"""Score the anomaly detector on NAB's labelled real series, the way NAB scores detectors.
 
-Why: the synthetic harness in the tests checks the detector against the model it was built on;
-NAB is real, labelled data with a published scoreboard, so it tells us how the volume logic
-behaves on series it was not designed around. Usage::
+Why: the funnel alarms are only trusted if they are right on real traffic, not only on the
+simulator's incidents; NAB (Numenta Anomaly Benchmark) is the field's yardstick, with a published
+scoreboard. Usage (the CLI wires it as ``touchstream evaluate nab``)::
 
-    python -m streams.devtools.nab_eval [ROOT] [FILE ...]     # ROOT defaults to /work/shared/data/nab
+    python -m streams.devtools.nab_eval [--root DIR] [--categories C ...] [--files F ...] [--json OUT]
 
-Which series: the local NAB subset holds ``realAdExchange`` (hourly cost per click / per mille of
-an ad exchange) and ``realTraffic`` (5-10 min road-sensor occupancy, speed, travel time);
-``realKnownCause`` is not part of it. None of them is a literal count, but all are non-negative
-levels of a flow (traffic density and speed, ad prices), and a collapse or surge of such a
-level is what a volume detector is for, so all 13 are used by default. Each value is scaled so
-the series' median is 1000 and fed as the persons count of stage ``impression`` of one tenant's
-total dimension: with a negative-binomial variance μ + φμ² the learned φ dominates at that
-scale, so the test is effectively scale-free (the Poisson term is ≤ 0.1 % of the variance).
+**What runs.** Each file is one series through :class:`streams.core.anomaly.SeriesDetector`: the
+same per-series model the funnel runs (baseline, seasonality, graded score, incidents), with the
+production defaults. A file of non-negative integers is a ``count`` series (events per interval:
+Poisson noise is part of the model, so 0-3 events stay 0-3 events, no rescaling), anything else a
+``value`` series (prices, occupancy, speed: judged by their learned relative variability). One
+observation per row at its own timestamp (NAB series are irregular and have gaps of days that mean
+"no data", not "zero"); ``window_ms`` is the file's median spacing. The per-row anomaly score is
+the detector's graded score.
 
-Windows: one observation per window at its own timestamp; the window length is the file's
-median sampling interval (60 min for realAdExchange, 5 or 10 min for realTraffic). NAB series
-have gaps (up to 3.5 days) that mean "no data", not "zero", so gap filling is switched off
-(``max_catchup_windows=0``); everything else is the production default configuration.
+**How it is scored.** :mod:`streams.devtools.nab.scoring`, NAB's rules (verified against NAB's
+published per-file scores in ``tests/unit/devtools/test_nab_scoring.py``): windows, probationary
+period, scaled sigmoid, the three profiles, one threshold per profile optimised over the scored
+files, normalised so the null detector scores 0 and the perfect one 100. The published detectors
+whose per-row results are in ``ROOT/results`` are scored the same way on the same files (their
+thresholds optimised on these files too), so the comparison is like for like.
 
-Scoring: a labelled window is *detected* if an incident opens inside it or at most
-``grace_windows`` windows after its end (late, but still the same event); any other opening
-is a *false alarm*. ``chance`` is how many windows the same number of openings placed
-uniformly at random would be expected to hit: NAB windows are wide, so compare against it.
-NAB's own per-file TP/FP for the ``numenta`` (HTM) detector are shown for context; they count
-flagged records, not windows, at NAB's optimised threshold.
+**Over-fitting checks.** The threshold is the only thing fitted to the labels. Two held-out
+variants show what that is worth: *leave one category out* (each category scored at the threshold
+optimised on the other categories) and *leave one file out* (each file at the threshold optimised
+on all the others).
 
 This module does file I/O and is therefore not part of ``streams/core``.
 """
 
 from __future__ import annotations
 
-import csv
+import argparse
 import json
 import statistics
 import sys
-from dataclasses import replace
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from streams.core.anomaly import AnomalyDetector, DetectorConfig
-from streams.core.state import MemoryStore
+from streams.core.anomaly import DetectorConfig, SeriesDetector
+from streams.devtools.nab import corpus, scoring
+from streams.devtools.nab.scoring import PROFILES, LabelledFile, Profile
 
-DEFAULT_ROOT = "/work/shared/data/nab"
-DEFAULT_DIRS = ("realAdExchange", "realTraffic")
-SCALE_MEDIAN = 1000.0
-TENANT = "nab"
-
-
-def _ms(ts: str) -> int:
-    """NAB timestamps are naive local times; read them as UTC (only hour-of-day alignment matters)."""
-    return int(datetime.fromisoformat(ts).replace(tzinfo=UTC).timestamp() * 1000)
+DEFAULT_CATEGORIES = ("realAdExchange", "realTraffic")
+#: Published detectors compared against, when their per-row results are present.
+COMPARE = ("numenta", "ARTime", "contextOSE", "windowedGaussian")
 
 
-def _read_series(path: Path) -> list[tuple[int, float]]:
-    with path.open(newline="") as f:
-        return [(_ms(r["timestamp"]), float(r["value"])) for r in csv.DictReader(f)]
+def series_kind(values: Sequence[float]) -> str:
+    """``count`` for non-negative integers (events per interval), else ``value``."""
+    return "count" if values and all(v >= 0 and float(v).is_integer() for v in values) else "value"
 
 
-def _numenta(root: Path, name: str) -> tuple[int, int] | None:
-    path = root / "results" / "numenta" / "numenta_standard_scores.csv"
-    if not path.exists():
-        return None
-    with path.open(newline="") as f:
-        for r in csv.DictReader(f):
-            if r["File"] == name:
-                return int(r["TP"]), int(r["FP"])
-    return None
+def _ms(t: datetime) -> int:
+    """NAB timestamps are naive local times; read as UTC (only hour-of-day/week alignment matters)."""
+    return int(t.replace(tzinfo=UTC).timestamp() * 1000)
 
 
-def evaluate_file(
-    root: Path, name: str, labels: list[list[str]], config: DetectorConfig, grace_windows: int
+def median_step_ms(times: Sequence[int]) -> int:
+    steps = [b - a for a, b in pairwise(times) if b > a]
+    return int(statistics.median(steps)) if steps else 60_000
+
+
+def detector_scores(
+    timestamps: Sequence[datetime], values: Sequence[float], config: DetectorConfig | None = None,
+) -> tuple[list[float], str, float, list[int]]:
+    """Per-row graded scores of one series, its kind, the detector's µs per row, and the rows
+    where an incident opened (what the funnel would page on; not part of NAB's score)."""
+    times = [_ms(t) for t in timestamps]
+    kind = series_kind(values)
+    det = SeriesDetector(kind, median_step_ms(times), config)
+    scores: list[float] = []
+    opened: list[int] = []
+    t0 = time.perf_counter()
+    for i, (t, v) in enumerate(zip(times, values, strict=True)):
+        score, what = det.observe(t, v)
+        scores.append(score)
+        if what == "opened":
+            opened.append(i)
+    per_row = (time.perf_counter() - t0) * 1e6 / max(1, len(times))
+    return scores, kind, per_row, opened
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """One detector's per-row scores on the scored files."""
+
+    name: str
+    files: list[tuple[LabelledFile, list[float]]]
+
+    def normalised(self, profile: Profile, threshold: float | None = None) -> tuple[float, float, float]:
+        """(normalised score, raw score, threshold); the threshold optimised unless given."""
+        labs = [lab for lab, _ in self.files]
+        if threshold is None:
+            best = scoring.optimise_threshold(self.files, profile)
+            raw, threshold = best.score, best.threshold
+        else:
+            raw = sum(scoring.score_file(lab, s, threshold, profile).score for lab, s in self.files)
+        null, perfect = scoring.null_score(labs, profile), scoring.perfect_score(labs, profile)
+        return scoring.normalise(raw, null, perfect), raw, threshold
+
+    def held_out(self, profile: Profile, group: Any) -> float:
+        """Normalised score when each group of files is scored at the threshold optimised on the
+        other groups (``group(name)`` names a file's group)."""
+        labs = [lab for lab, _ in self.files]
+        raw = 0.0
+        for g in sorted({group(lab.name) for lab in labs}):
+            train = [(lab, s) for lab, s in self.files if group(lab.name) != g]
+            test = [(lab, s) for lab, s in self.files if group(lab.name) == g]
+            thr = scoring.optimise_threshold(train, profile).threshold if train else scoring.NO_DETECTION_THRESHOLD
+            raw += sum(scoring.score_file(lab, s, thr, profile).score for lab, s in test)
+        return scoring.normalise(raw, scoring.null_score(labs, profile), scoring.perfect_score(labs, profile))
+
+
+def evaluate(
+    root: Path, files: list[str] | None = None, config: DetectorConfig | None = None,
+    categories: tuple[str, ...] = DEFAULT_CATEGORIES, profiles: tuple[Profile, ...] = PROFILES,
 ) -> dict[str, Any]:
-    series = _read_series(root / "data" / name)
-    steps = [b[0] - a[0] for a, b in pairwise(series) if b[0] > a[0]]
-    window_ms = int(statistics.median(steps)) if steps else 60_000
-    positive = [v for _, v in series if v > 0]
-    scale = SCALE_MEDIAN / statistics.median(positive) if positive else 1.0
-    det = AnomalyDetector(MemoryStore(), replace(config, window_ms=window_ms, max_catchup_windows=0))
-    opens: list[int] = []
-    last = None
-    for ts, value in series:
-        ws = ts - ts % window_ms
-        if last is not None and ws <= last:
-            continue  # two samples in one window: keep the first
-        last = ws
-        count = max(0, round(value * scale))
-        rows = []
-        if count > 0:
-            rows.append(
-                {"tenant_id": TENANT, "window_start": ws, "window_end": ws + window_ms, "channel": None,
-                 "campaign": None, "stage": "impression", "events": count, "persons": count}
-            )
-        for ev in det.observe_windows(TENANT, ws, rows, ws + window_ms):
-            if ev["status"] == "open" and ev["stage_from"] == ev["stage_to"]:
-                opens.append(ws)
-    spans = [(_ms(a), _ms(b)) for a, b in labels]
-    grace = grace_windows * window_ms
-    detected = 0
-    delays: list[float] = []
-    matched: set[int] = set()
-    for start, end in spans:
-        hits = [t for t in opens if start <= t <= end + grace]
-        if hits:
-            detected += 1
-            delays.append((hits[0] - start) / window_ms)
-            matched.update(hits)
-    # What the same number of openings at uniformly random times would hit: NAB windows are wide
-    # (~10 % of a file), so a noisy detector "detects" many of them by luck.
-    span = max(1, series[-1][0] - series[0][0]) if series else 1
-    chance = sum(1.0 - (1.0 - min(1.0, (end + grace - start) / span)) ** len(opens) for start, end in spans)
-    numenta = _numenta(root, name)
-    return {
-        "file": name,
-        "rows": len(series),
-        "window_min": window_ms / 60_000,
-        "labelled": len(spans),
-        "detected": detected,
-        "chance_detected": round(chance, 2),
-        "false_alarms": sum(1 for t in opens if t not in matched),
-        "opens": len(opens),
-        "delays_windows": delays,
-        "numenta_tp_fp": numenta,
-    }
+    """Our detector (and the published ones present) on the NAB files; everything the report shows."""
+    names = files or corpus.data_files(root, categories)
+    windows = corpus.read_windows(root)
+    ours: list[tuple[LabelledFile, list[float]]] = []
+    per_file: list[dict[str, Any]] = []
+    costs: list[tuple[float, int]] = []
+    for name in names:
+        timestamps, values = corpus.read_series(root / "data" / name)
+        lab = scoring.label_rows(name, timestamps, windows.get(name, []))
+        scores, kind, us, opened = detector_scores(timestamps, values, config)
+        ours.append((lab, scores))
+        costs.append((us, lab.rows))
+        scored = [i for i in opened if i >= lab.probation]
+        per_file.append({
+            "file": name, "rows": lab.rows, "kind": kind, "windows": lab.windows,
+            "incidents": {"opened": len(scored),
+                          "in_windows": sum(1 for i in scored if lab.window[i] != scoring.OUTSIDE),
+                          "windows_with_one": len({lab.window[i] for i in scored} - {scoring.OUTSIDE})},
+        })
+    result: dict[str, Any] = {"files": per_file, "profiles": {}, "compare": {}}
+    detectors = [Scored("touchstream", ours)]
+    for other in COMPARE:
+        paths = [corpus.result_path(root, other, name) for name in names]
+        if all(p.exists() for p in paths):
+            loaded = [(lab, corpus.read_result_scores(p)[1]) for (lab, _), p in zip(ours, paths, strict=True)]
+            detectors.append(Scored(other, loaded))
+    published = _published_thresholds(root)
+    for det in detectors:
+        entry: dict[str, Any] = {}
+        for profile in profiles:
+            norm, raw, thr = det.normalised(profile)
+            entry[profile.name] = {
+                "score": round(norm, 2), "raw": round(raw, 4), "threshold": thr,
+                "leave_one_category_out": round(det.held_out(profile, lambda n: n.split("/")[0]), 2),
+                "leave_one_file_out": round(det.held_out(profile, lambda n: n), 2),
+            }
+            nab_thr = published.get(det.name, {}).get(profile.name, {}).get("threshold")
+            if nab_thr is not None:  # NAB's own threshold, optimised over its whole 58-file corpus
+                entry[profile.name]["score_at_nab_threshold"] = round(det.normalised(profile, nab_thr)[0], 2)
+        result["compare" if det.name != "touchstream" else "profiles"][det.name] = entry
+    ours_entry = result["profiles"].pop("touchstream")
+    result["profiles"] = ours_entry
+    for row, (lab, scores) in zip(per_file, ours, strict=True):
+        for profile in profiles:
+            thr = ours_entry[profile.name]["threshold"]
+            ts = scoring.score_file(lab, scores, thr, profile)
+            flagged = [i for i in range(lab.probation, lab.rows) if scores[i] >= thr]
+            detected = {lab.window[i] for i in flagged if lab.window[i] != scoring.OUTSIDE}
+            row[profile.name] = {"raw": round(ts.score, 4), "detected": len(detected),
+                                 "fp_rows": ts.fp, "tp_rows": ts.tp}
+        for other, det_entry in result["compare"].items():
+            other_scores = next(d for d in detectors if d.name == other).files
+            other_lab, s = other_scores[per_file.index(row)]
+            thr = det_entry["standard"]["threshold"]
+            row.setdefault("compare_standard_raw", {})[other] = round(
+                scoring.score_file(other_lab, s, thr, PROFILES[0]).score, 4)
+    result["incidents"] = {k: sum(r["incidents"][k] for r in per_file)
+                           for k in ("opened", "in_windows", "windows_with_one")}
+    rows = sum(n for _, n in costs)
+    result["us_per_row"] = round(sum(us * n for us, n in costs) / max(1, rows), 1)
+    result["rows"] = rows
+    return result
 
 
-def evaluate_nab(
-    root: str, files: list[str] | None = None, config: DetectorConfig | None = None, grace_windows: int = 12
-) -> dict[str, Any]:
-    """Per-file and total detection counts of the volume detector on NAB labelled windows."""
-    base = Path(root)
-    labels: dict[str, list[list[str]]] = json.loads((base / "labels" / "combined_windows.json").read_text())
-    if files is None:
-        files = sorted(
-            f"{d}/{p.name}" for d in DEFAULT_DIRS if (base / "data" / d).is_dir()
-            for p in (base / "data" / d).glob("*.csv")
-        )
-    cfg = config or DetectorConfig()
-    per_file = [evaluate_file(base, name, labels.get(name, []), cfg, grace_windows) for name in files]
-    windows = sum(r["rows"] for r in per_file)
-    false_alarms = sum(r["false_alarms"] for r in per_file)
-    totals = {
-        "files": len(per_file),
-        "rows": windows,
-        "labelled": sum(r["labelled"] for r in per_file),
-        "detected": sum(r["detected"] for r in per_file),
-        "chance_detected": round(sum(r["chance_detected"] for r in per_file), 1),
-        "false_alarms": false_alarms,
-        "false_alarms_per_1000_windows": round(1000 * false_alarms / max(windows, 1), 3),
-    }
-    totals["recall"] = round(totals["detected"] / totals["labelled"], 3) if totals["labelled"] else None
-    return {"files": per_file, "totals": totals, "grace_windows": grace_windows}
+def _published_thresholds(root: Path) -> dict[str, dict[str, dict[str, float]]]:
+    path = root / "config" / "thresholds.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _table(result: dict[str, Any]) -> str:
+    lines = []
+    profiles = list(result["profiles"])
+    head = f"{'detector':18}" + "".join(f"{p:>20}" for p in profiles)
+    lines += ["NAB normalised score (0 = null detector, 100 = perfect; thresholds optimised on these files)",
+              head, "-" * len(head)]
+    lines.append(f"{'touchstream':18}" + "".join(f"{result['profiles'][p]['score']:>20.2f}" for p in profiles))
+    for name, entry in result["compare"].items():
+        lines.append(f"{name:18}" + "".join(f"{entry[p]['score']:>20.2f}" for p in profiles))
+    at_nab = [(n, e) for n, e in result["compare"].items() if all("score_at_nab_threshold" in e[p] for p in profiles)]
+    if at_nab:
+        lines.append("published detectors at NAB's own thresholds (optimised over NAB's whole corpus):")
+        for name, entry in at_nab:
+            lines.append(f"{name:18}" + "".join(f"{entry[p]['score_at_nab_threshold']:>20.2f}" for p in profiles))
+    lines.append("")
+    lines.append("held out (touchstream): threshold optimised without the scored category / file")
+    for key in ("leave_one_category_out", "leave_one_file_out"):
+        lines.append(f"  {key:24}" + "".join(f"{result['profiles'][p][key]:>14.2f}" for p in profiles))
+    lines.append("  thresholds              " + "".join(f"{result['profiles'][p]['threshold']:>14.4f}"
+                                                       for p in profiles))
+    lines.append("")
+    others = list(result["compare"])
+    head = (f"{'file':42} {'rows':>5} {'kind':>5} {'win':>3} {'det':>3} {'fp':>3}"
+            + "".join(f"{p[:18]:>19}" for p in profiles) + "".join(f"{o[:10]:>11}" for o in others))
+    lines += ["per file: windows detected / flagged rows outside windows / raw score per profile "
+              "(standard raw of the published detectors)", head, "-" * len(head)]
+    for row in result["files"]:
+        std = row[profiles[0]]
+        lines.append(
+            f"{row['file']:42} {row['rows']:5d} {row['kind']:>5} {row['windows']:3d} {std['detected']:3d}"
+            f" {std['fp_rows']:3d}" + "".join(f"{row[p]['raw']:19.3f}" for p in profiles)
+            + "".join(f"{row.get('compare_standard_raw', {}).get(o, float('nan')):11.3f}" for o in others))
+    inc = result["incidents"]
+    lines.append(f"\nincidents (CUSUM, what the funnel pages on; not NAB-scored), after probation: {inc['opened']} "
+                 f"opened, {inc['in_windows']} inside labelled windows, "
+                 f"{inc['windows_with_one']} of {sum(r['windows'] for r in result['files'])} windows with one")
+    lines.append(f"detector cost: {result['us_per_row']} µs per row (window), {result['rows']} rows")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    root = args[0] if args else DEFAULT_ROOT
-    files = args[1:] or None
-    result = evaluate_nab(root, files)
-    head = (
-        f"{'file':44} {'rows':>5} {'win':>4} {'labelled':>8} {'detected':>8} {'chance':>6} {'false':>5}"
-        "  delays (windows)  numenta TP/FP"
-    )
-    print(head)
-    print("-" * len(head))
-    for r in result["files"]:
-        delays = ",".join(f"{d:.0f}" for d in r["delays_windows"]) or "-"
-        numenta = "/".join(map(str, r["numenta_tp_fp"])) if r["numenta_tp_fp"] else "-"
-        print(
-            f"{r['file']:44} {r['rows']:5d} {r['window_min']:4.0f} {r['labelled']:8d} {r['detected']:8d}"
-            f" {r['chance_detected']:6.1f} {r['false_alarms']:5d}  {delays:16} {numenta}"
-        )
-    t = result["totals"]
-    print("-" * len(head))
-    print(
-        f"{'total':44} {t['rows']:5d} {'':4} {t['labelled']:8d} {t['detected']:8d}"
-        f" {t['chance_detected']:6.1f} {t['false_alarms']:5d}"
-        f"  recall {t['recall']}, false alarms per 1000 windows {t['false_alarms_per_1000_windows']}"
-        f" (grace {result['grace_windows']} windows)"
-    )
+    parser = argparse.ArgumentParser(prog="touchstream evaluate nab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", type=Path, default=corpus.DEFAULT_ROOT, help="NAB directory (data/, labels/)")
+    parser.add_argument("--categories", nargs="*", default=list(DEFAULT_CATEGORIES),
+                        help="data categories to score (default: realAdExchange realTraffic)")
+    parser.add_argument("--files", nargs="*", default=None, help="relative data files instead of categories")
+    parser.add_argument("--json", type=Path, default=None, help="also write the full result as JSON here")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if not (args.root / "data").is_dir() or not (args.root / "labels").is_dir():
+        print(f"no NAB corpus at {args.root} (expected data/ and labels/)", file=sys.stderr)
+        return 2
+    result = evaluate(args.root, args.files, categories=tuple(args.categories))
+    if not result["files"]:
+        print("no data files selected", file=sys.stderr)
+        return 2
+    print(_table(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=1))
     return 0
 
 
