@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.core.anomaly import AnomalyDetector, DetectorConfig
+from streams.core.attribution import Attribution, AttributionConfig
 from streams.core.contract import format_timestamp, to_valid_dict
 from streams.core.dedup import DedupWindow, SourceOffsets
 from streams.core.funnel import FunnelAggregator, FunnelConfig
-from streams.core.identity import IdentityConfig, IdentityGraph
+from streams.core.identity import IdentityConfig, IdentityGraph, event_person_id
 from streams.core.model import Touchpoint
 from streams.core.paging import Pager, PagingConfig
+from streams.core.profiles import ProfileConfig, Profiles
 from streams.core.pseudonym import Pseudonymiser
 from streams.core.sessions import SessionConfig, Sessionizer
 from streams.core.sla import PolicySet, SlaEngine
@@ -35,6 +37,7 @@ from streams.core.state import MemoryStore
 #: Namespaces of persistent state; each is one MemoryStore and one key prefix in the changelog.
 NAMESPACES: tuple[str, ...] = (
     "dedup", "source", "watermark", "identity", "sessions", "sla", "paging", "funnel", "anomaly",
+    "profiles", "attribution",
 )
 
 
@@ -53,6 +56,10 @@ class PipelineConfig:
     #: identifiers of configured tenants leave pseudonymised (applied in ``process`` after identity
     #: resolution; streams/core/pseudonym.py)
     pseudonyms: Pseudonymiser | None = None
+    #: person profiles: per-tenant lifecycle and tag rules (streams/core/profiles.py, tagrules.py)
+    profiles: ProfileConfig = field(default_factory=ProfileConfig)
+    #: multi-touch attribution: look-back, touch types, models (streams/core/attribution.py)
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
 
 
 @dataclass
@@ -67,14 +74,22 @@ class Outputs:
     pages: list[dict[str, Any]] = field(default_factory=list)
     funnel: list[dict[str, Any]] = field(default_factory=list)
     anomalies: list[dict[str, Any]] = field(default_factory=list)
+    profiles: list[dict[str, Any]] = field(default_factory=list)
+    attribution: list[dict[str, Any]] = field(default_factory=list)
     duplicates: int = 0
     late_sessions: int = 0
     late_funnel: int = 0
+    #: deal events without a usable value.amount: registered with value 0 (a later value revises them)
+    deals_without_value: int = 0
+    #: events whose identifiers are all junk: no person, so no profile (a deal still gets attributed)
+    unprofiled: int = 0
 
     def clear(self) -> None:
-        for name in ("enriched", "merges", "sessions", "sla", "response_times", "pages", "funnel", "anomalies"):
+        for name in ("enriched", "merges", "sessions", "sla", "response_times", "pages", "funnel", "anomalies",
+                     "profiles", "attribution"):
             getattr(self, name).clear()
         self.duplicates = self.late_sessions = self.late_funnel = 0
+        self.deals_without_value = self.unprofiled = 0
 
 
 class Pipeline:
@@ -93,6 +108,8 @@ class Pipeline:
         self.pager = Pager(self.stores["paging"], cfg.paging)
         self.funnel = FunnelAggregator(self.stores["funnel"], FunnelConfig(window_ms=cfg.funnel_window_ms))
         self.detector = AnomalyDetector(self.stores["anomaly"], cfg.detector)
+        self.profiles = Profiles(self.stores["profiles"], cfg.profiles)
+        self.attribution = Attribution(self.stores["attribution"], cfg.attribution)
         self.out = Outputs()
         # tenant -> wall ms of its last event (processing-time fallback); not persisted: after a
         # restart the fallback simply starts counting again.
@@ -118,6 +135,8 @@ class Pipeline:
         self.pager.rebuild()
         self.funnel.rebuild()
         self.detector.rebuild()
+        self.attribution.rebuild()
+        self.profiles.discard_pending()
         self._last_wall.clear()
         self._last_window.clear()
 
@@ -150,6 +169,10 @@ class Pipeline:
             out.merges.append(rec)
             if merge.status == "merged":
                 self.sessions.merge_persons(tenant, merge.from_person_id, merge.into_person_id)
+                self.profiles.merge(tenant, merge.from_person_id, merge.into_person_id, tp.occurred_at)
+                out.attribution.extend(
+                    self.attribution.merge(tenant, merge.from_person_id, merge.into_person_id, tp.occurred_at)
+                )
         person_id = res.person_id
 
         stage = self.config.stage_map.stage_of(tenant, tp.type)
@@ -171,12 +194,37 @@ class Pipeline:
         ):
             out.late_funnel += 1
 
+        self._profile(public, person_id, stage, bool(res.ignored) and person_id == event_person_id(
+            tenant, tp.event_id))
+
         enriched = to_valid_dict(public)
         enriched["person_id"] = person_id
         enriched["session_id"] = assignment.session_id
         enriched["session_seq"] = assignment.session_seq
         enriched["stage"] = stage
         out.enriched.append(enriched)
+
+    def _profile(self, tp: Touchpoint, person_id: str, stage: str | None, throwaway: bool) -> None:
+        """Attribution first (its deal registry decides what a deal adds), then the profile.
+        A throwaway person (all identifiers junk) gets no profile; its deal is still credited,
+        to "no touch", so attributed revenue stays whole."""
+        out = self.out
+        if throwaway:
+            out.unprofiled += 1
+            if tp.type not in self.config.attribution.deal_types:
+                return
+        res = self.attribution.observe(tp, person_id)
+        if res.records:
+            out.attribution.extend(res.records)
+        if res.bad_value:
+            out.deals_without_value += 1
+        if throwaway:
+            return
+        deal = res.deal
+        if deal is None:
+            self.profiles.observe(tp, person_id, stage)
+        else:
+            self.profiles.observe(tp, person_id, stage, deal.new_deals, deal.revenue)
 
     def _route_sla(self, records: list[dict[str, Any]], now_ms: int) -> None:
         for rec in records:
@@ -217,6 +265,7 @@ class Pipeline:
             else:
                 self._observe_silence(tenant)
             self.dedup.expire(tenant, wm)
+            self.attribution.expire(tenant, wm)
 
     def fire_timers(self, now_ms: int) -> None:
         """SLA warnings/breaches and page windows/escalations due at ``now_ms`` (no watermark work).
@@ -274,6 +323,7 @@ class Pipeline:
 
     def drain(self) -> Outputs:
         """Everything emitted since the last drain: the one exit of the stage (live and offline)."""
+        self.out.profiles.extend(self.profiles.flush())
         out, self.out = self.out, Outputs()
         return out
 

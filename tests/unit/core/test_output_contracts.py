@@ -31,16 +31,21 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
 from streams.app import topics
-from streams.core import sla
+from streams.core import attribution, sla
+from streams.core.attribution import MODELS
 from streams.core.contract import REASONS
 from streams.core.deadletter import MAX_ORIGINAL_BYTES, dlq_record
 from streams.core.model import CHANNELS, IDENTITY_TYPES, PRIORITIES, TYPES
 from streams.core.pipeline import PipelineConfig
+from streams.core.profiles import ProfileConfig
 from streams.core.pseudonym import Pseudonymiser
 from streams.core.stages import STAGES
+from streams.core.tagrules import LIFECYCLE, parse_rules
 from streams.devtools import simulate
 from streams.devtools.simulate import Incident
 from streams.offline import OUTPUT_FILES, run
+
+OUTPUT_ATTRS = tuple(attr for attr, _ in OUTPUT_FILES)
 
 SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 
@@ -54,7 +59,14 @@ CONTRACTS: dict[str, tuple[str, str]] = {
     topics.RESPONSE_TIMES: ("response_times", "response_time.v1.json"),
     topics.FUNNEL: ("funnel", "funnel_window.v1.json"),
     topics.ANOMALIES: ("anomalies", "anomaly.v1.json"),
+    "persons.profile": ("profiles", "person_profile.v1.json"),
+    "attribution.credits": ("attribution", "attribution_credit.v1.json"),
 }
+#: Outputs of the core whose topics streams/app/topics.py does not name yet (issue 21: the shell
+#: wires them). Once it does, this set must be emptied (the first test below says so).
+PENDING_TOPICS = {"persons.profile", "attribution.credits"}
+#: The Kafka key of the pending topics (for the title check).
+PENDING_KEYS = {"persons.profile": "person_id", "attribution.credits": "deal_id"}
 #: Topics without a published JSON Schema: input contract, internal topic, pager queue (paging.Page).
 NO_OUTPUT_SCHEMA = {topics.RAW, topics.VALID, topics.PAGES}
 
@@ -65,6 +77,11 @@ ALWAYS_HERE_BUT_OPTIONAL: dict[tuple[str, str], str] = {
 }
 
 START = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+#: tags on the hand-made tenant: one that expires, one that stays
+TAG_RULES = """
+tag browsing when 2 or more page_view within 1h expires after 1d
+tag customer_tag when stage customer
+"""
 DURATION_S = 1500
 TENANT = "contracts-test"  # the hand-made edge cases
 PLUS_ONE = timezone(timedelta(hours=1))
@@ -116,7 +133,16 @@ def _edge_cases(t0: int) -> Iterator[dict[str, Any]]:
     # junk identifier: a throw-away person; unknown top-level members pass through as `extra`
     yield ev(15, "page_view", {"anonymous_id": "null"}, x_experiment={"arm": "b"}, x_flag=True)
     yield ev(16, "deal_won", {"crm_contact_id": "c-4"}, channel="phone", value={"amount": 99.5, "currency": "EUR"},
-             campaign={"name": "spring", "source": "google"})
+             campaign={"name": "spring", "source": "google"}, properties={"deal_id": "D-1"})
+    # attribution revisions: a late ad click before the deal, a device linked after it (a merge),
+    # the deal re-sent with a corrected value; a deal without a value; a deal of a junk identifier
+    yield ev(12.5, "ad_click", {"anonymous_id": "a-4"}, "ads", campaign={"name": "spring", "source": "google"})
+    yield ev(13, "page_view", {"anonymous_id": "a-6"}, campaign={"name": "summer"}, page={"url": "https://x.example/s"})
+    yield ev(17, "identify", {"anonymous_id": "a-6", "crm_contact_id": "c-4"})
+    yield ev(18, "deal_won", {"crm_contact_id": "c-4"}, channel="phone", value={"amount": 120.25, "currency": "EUR"},
+             properties={"deal_id": "D-1"})
+    yield ev(19, "deal_won", {"email": "three@example.com"}, channel="phone")
+    yield ev(20, "deal_won", {"anonymous_id": "test"}, channel="phone", value={"amount": 5, "currency": "JPY"})
     # SLA: urgent live chat, an integer id, nulls and a producer member on the conversation;
     # closed after its breach, reopened, an auto-reply that does not count, a quick and a slower reply
     conv = {"id": 4711, "agent_id": None, "team": None, "priority": "urgent", "subject": "refund"}
@@ -151,7 +177,10 @@ def emitted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str
     lines += [orjson.dumps(e) for e in _edge_cases(_at(DURATION_S + 60))]
     lines += _bad_lines()
     out = tmp_path_factory.mktemp("contracts")
-    config = PipelineConfig(pseudonyms=Pseudonymiser("a-long-enough-test-salt", tenants=("northwind-b2b", TENANT)))
+    config = PipelineConfig(
+        pseudonyms=Pseudonymiser("a-long-enough-test-salt", tenants=("northwind-b2b", TENANT)),
+        profiles=ProfileConfig(rules={TENANT: parse_rules(TAG_RULES, "contracts.rules")}),
+    )
     run(lines, out, config)
     records = {attr: [orjson.loads(x) for x in (out / name).read_bytes().splitlines()] for attr, name in
                (*OUTPUT_FILES, ("dlq", "dlq.jsonl"))}
@@ -183,10 +212,19 @@ def _format_checker() -> FormatChecker:
 
 
 def test_every_output_topic_has_its_schema_and_topics_py_names_it() -> None:
-    assert set(CONTRACTS) == set(topics.ALL) - NO_OUTPUT_SCHEMA
+    assert not PENDING_TOPICS & set(topics.ALL), "topics.py names them now: empty PENDING_TOPICS"
+    assert set(CONTRACTS) - PENDING_TOPICS == set(topics.ALL) - NO_OUTPUT_SCHEMA
     source = Path(topics.__file__).read_text()
     keys = {topic: key for topic, _, key in topics.PROCESS_OUTPUTS}
     for topic, (attr, name) in CONTRACTS.items():
+        if topic in PENDING_TOPICS:
+            schema = _schema(name)
+            Draft202012Validator.check_schema(schema)
+            assert schema["$id"] == f"https://touchstream.dev/schemas/{name}"
+            assert f"(topic {topic}, key = {PENDING_KEYS[topic]})" in schema["title"], name
+            assert PENDING_KEYS[topic] in schema["required"] and schema.get("description"), name
+            assert attr in {f for f in OUTPUT_ATTRS}, attr
+            continue
         schema = _schema(name)
         Draft202012Validator.check_schema(schema)
         assert schema["$id"] == f"https://touchstream.dev/schemas/{name}"
@@ -232,6 +270,14 @@ def test_closed_sets_are_the_codes_own() -> None:
     assert enum("anomaly.v1.json", "properties", "stage_from") == stages
     assert enum("anomaly.v1.json", "properties", "stage_to") == stages
     assert enum("anomaly.v1.json", "properties", "dimension", "properties", "channel") == channels | {None}
+    assert enum("person_profile.v1.json", "properties", "lifecycle_stage") == set(LIFECYCLE)
+    assert enum("person_profile.v1.json", "properties", "identifier_types", "items") == set(IDENTITY_TYPES)
+    assert enum("person_profile.v1.json", "properties", "channels", "propertyNames") == channels
+    assert enum("person_profile.v1.json", "properties", "funnel_stages", "propertyNames") == stages
+    assert enum("attribution_credit.v1.json", "properties", "model") == set(MODELS)
+    assert enum("attribution_credit.v1.json", "properties", "channel") == channels | {None}
+    assert enum("attribution_credit.v1.json", "properties", "kind") == set(attribution.KINDS)
+    assert enum("attribution_credit.v1.json", "properties", "reason") == set(attribution.REASONS)
 
 
 # --------------------------------------------------------------------------------------- records
@@ -302,6 +348,15 @@ def test_the_run_reached_every_branch_worth_a_contract(emitted: dict[str, list[d
     assert any(v.startswith("h:") for r in emitted["enriched"] for v in r["identities"].values())
     assert {"oversized", "invalid_field", "not_json", "invalid_utf8"} <= {r["reason"] for r in emitted["dlq"]}
     assert any(r["dead_lettered_at"].startswith("1970-") for r in emitted["dlq"])
+    assert {r["status"] for r in emitted["profiles"]} == {"active", "merged"}
+    tags = [t for r in emitted["profiles"] for t in r.get("tags", ())]
+    assert {t["expires_at"] is None for t in tags} == {True, False}
+    assert {r["lifecycle_stage"] for r in emitted["profiles"] if r["status"] == "active"} == set(LIFECYCLE)
+    assert {r["kind"] for r in emitted["attribution"]} == {"credit", "retraction"}
+    assert {r["reason"] for r in emitted["attribution"]} == {"deal", "deal_updated", "touch", "merge"}
+    assert {r["model"] for r in emitted["attribution"]} == set(MODELS)
+    assert any(r["touch_event_id"] is None for r in emitted["attribution"])  # the junk person's deal
+    assert any(r["currency_exponent"] == 0 for r in emitted["attribution"])  # JPY
 
 
 def test_what_json_schema_cannot_say(emitted: dict[str, list[dict[str, Any]]]) -> None:
@@ -320,6 +375,21 @@ def test_what_json_schema_cannot_say(emitted: dict[str, list[dict[str, Any]]]) -
         assert r["wait_id"].startswith(f"{r['tenant_id']}:{r['conversation_id']}:")
     for r in emitted["merges"]:
         assert r["into_person_id"] < r["from_person_id"]
+    credits: Counter[tuple[str, str, int, str, str]] = Counter()
+    for r in emitted["attribution"]:
+        credits[(r["tenant_id"], r["deal_id"], r["revision"], r["kind"], r["model"])] += r["credit_minor"]
+        assert r["supersedes"] == (r["revision"] - 1 if r["revision"] > 1 else None)
+        assert (r["credit_minor"] < 0) == (r["kind"] == "retraction")
+    values = {(r["tenant_id"], r["deal_id"], r["revision"], r["kind"]): r["deal_value_minor"]
+              for r in emitted["attribution"]}
+    for (tenant, deal, rev, kind, _), total in credits.items():  # exact to the cent, per model
+        assert total == (-1 if kind == "retraction" else 1) * values[(tenant, deal, rev, kind)]
+    for r in emitted["profiles"]:
+        if r["status"] == "active":
+            assert r["first_seen"] <= r["lifecycle_stage_at"] <= r["last_seen"] and r["events"] >= 1
+            assert sum(r["channels"].values()) == r["events"]
+        else:
+            assert r["merged_into"] < r["person_id"]
     for r in emitted["dlq"]:
         original = base64.b64decode(r["original_b64"], validate=True)
         assert ("original_truncated" in r) == (len(original) == MAX_ORIGINAL_BYTES < r.get("original_size", 0))
