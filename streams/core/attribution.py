@@ -179,7 +179,7 @@ def add_touch(touches: list[list[Any]], t: int, channel: str, campaign: str | No
     for i in range(len(touches) - 1, -1, -1):
         touch = touches[i]
         if touch[T_FIRST] <= t and _joins(touch, t, channel, campaign, gap):
-            if t > touch[T_LAST]:
+            if t >= touch[T_LAST]:  # (same millisecond: the later arrival names the last channel)
                 touch[T_LAST] = t
                 touch[T_LAST_CHANNEL] = channel
             return False
@@ -205,14 +205,19 @@ def _insort(touches: list[list[Any]], touch: list[Any]) -> None:
 
 
 def fold_touches(a: list[list[Any]], b: list[list[Any]], gap: int) -> list[list[Any]]:
-    """Both persons' touches as one person's: sorted, and a touch joins an earlier one it would
-    have continued (same campaign, or no campaign on the channel it ended on, within the gap)."""
-    merged = sorted((list(x) for x in (*a, *b)), key=lambda x: (x[T_FIRST], x[T_EVENT]))
+    """Both persons' touches as one person's: sorted, and a touch joins an earlier touch *of the
+    other person* that it would have continued (same campaign, or no campaign on the channel that
+    touch ended on, within the gap). Each side's own touches are already as that person's events
+    made them, so they are never re-joined with each other (folding with nobody changes nothing)."""
+    tagged = sorted(((list(x), side) for side, touches in enumerate((a, b)) for x in touches),
+                    key=lambda ts: (ts[0][T_FIRST], ts[0][T_EVENT]))
     out: list[list[Any]] = []
-    for touch in merged:
+    origin: list[int] = []
+    for touch, side in tagged:
         host = None
-        for prev in reversed(out):
-            if touch[T_FIRST] - prev[T_LAST] > gap:
+        for i in range(len(out) - 1, -1, -1):
+            prev = out[i]
+            if origin[i] == side or touch[T_FIRST] - prev[T_LAST] > gap:
                 continue
             if (touch[T_CAMPAIGN] is not None and prev[T_CAMPAIGN] == touch[T_CAMPAIGN]) or (
                 touch[T_CAMPAIGN] is None and prev[T_LAST_CHANNEL] == touch[T_CHANNEL]
@@ -221,7 +226,8 @@ def fold_touches(a: list[list[Any]], b: list[list[Any]], gap: int) -> list[list[
                 break
         if host is None:
             out.append(touch)
-        elif touch[T_LAST] > host[T_LAST]:
+            origin.append(side)
+        elif touch[T_LAST] >= host[T_LAST]:
             host[T_LAST], host[T_LAST_CHANNEL] = touch[T_LAST], touch[T_LAST_CHANNEL]
     return out
 
@@ -331,7 +337,7 @@ class Attribution:
         if moved:  # (the first person's profile keeps counting it: see docs, "deals")
             result.deal = DealEffect(1, ((currency, minor),))
         elif currency != old_currency:
-            result.deal = DealEffect(0, ((old_currency, -old_value), (currency, minor)))
+            result.deal = DealEffect(0, tuple((c, v) for c, v in ((old_currency, -old_value), (currency, minor)) if v))
         else:
             result.deal = DealEffect(0, ((currency, minor - old_value),))
         self._revise(tenant, deal_id, person_id, state, tp.occurred_at, "deal_updated", result.records,

@@ -103,7 +103,7 @@ def parse_cost_feed(text: str, source: str = "<costs>") -> list[CostRow]:
     major units, ``currency`` an ISO 4217 code. Rows for the same (date, tenant, channel,
     campaign, currency) add up. Any bad line raises :class:`CostFeedError` naming the line: a
     feed is loaded whole or not at all, so a half-loaded day never looks like a cheap one."""
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text), skipinitialspace=True)
     rows: list[CostRow] = []
     header: list[str] | None = None
     for record in reader:

@@ -106,8 +106,8 @@ def _cmp(op: str, a: float, b: float) -> bool:
 
 
 def _num(x: float) -> str:
-    """Canonical text of a number: integers without a decimal point."""
-    return str(int(x)) if float(x).is_integer() else repr(float(x))
+    """Canonical text of a number, in the form the parser reads (no exponent, ≤ 6 decimals)."""
+    return str(int(x)) if float(x).is_integer() else f"{x:.6f}".rstrip("0")
 
 
 def _quote(s: str) -> str:
@@ -547,7 +547,7 @@ class _Line:
 
     def duration(self) -> int:
         tok = self.next("a duration such as 7d")
-        m = _DURATION.match(tok.text) if tok.kind == "word" else None
+        m = _DURATION.match(tok.text.lower()) if tok.kind == "word" else None
         if m is None or int(m.group(1)) == 0:
             raise self.error(
                 f"column {tok.col}: expected a duration such as 90s, 30m, 12h, 7d or 2w, got {tok.text!r}"
