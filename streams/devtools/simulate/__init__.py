@@ -112,9 +112,10 @@ from streams.devtools.simulate.feed import dumps, expected_per_minute, generate,
 from streams.devtools.simulate.incidents import default_incidents
 from streams.devtools.simulate.noise import NOISE_KINDS, add_noise
 from streams.devtools.simulate.tenants import agent_ids, tenant_specs, tenant_weights
+from streams.devtools.simulate.truth import cost_feed
 
 __all__ = [
     "INCIDENT_KINDS", "NOISE_KINDS", "CampaignSpec", "Incident", "Mix", "SimConfig", "TenantSpec", "add_noise",
-    "agent_ids", "default_incidents", "dumps", "expected_per_minute", "generate", "stream_live", "tenant_specs",
-    "tenant_weights", "truth", "write_jsonl",
+    "agent_ids", "cost_feed", "default_incidents", "dumps", "expected_per_minute", "generate", "stream_live",
+    "tenant_specs", "tenant_weights", "truth", "write_jsonl",
 ]

@@ -65,8 +65,8 @@ def calibrate(mix: Mix, spec: TenantSpec) -> Calibration:
         return sim.after_click(p, c, t, c.camps[0])
 
     click_events, click_returns = count(clicker, n)
-    organic_events, organic_returns = count(lambda sim, tr, t: sim.organic_person(tr, t), n)
-    market_events, _ = count(lambda sim, tr, t: sim.marketplace_person(tr, t), max(100, n // 4))
+    organic_events, organic_returns = count(lambda sim, tr, t: sim.organic_person(tr, t)[0], n)
+    market_events, _ = count(lambda sim, tr, t: sim.marketplace_person(tr, t)[0], max(100, n // 4))
     return Calibration(click_events, organic_events, market_events, click_returns, organic_returns)
 
 

@@ -44,6 +44,10 @@ class CampaignSpec:
     referrer: str | None
     creatives: tuple[str, ...]
     terms: tuple[str, ...] = ()
+    #: how the campaign is paid: "cpc" (each click carries properties.cost = cost), "cpm" (each
+    #: impression carries cost / 1000) or "feed" (a daily cost outside the events: cost_feed())
+    cost_model: str = "cpc"
+    cost: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,14 @@ class Mix:
         ("normal", 0.80), ("high", 0.12), ("urgent", 0.03), ("low", 0.05),
     )
     p_mixed_case_email: float = 0.08  # forms with "Anna.Fischer@Example.com": normalisation demo
+    #: a return visit comes through a campaign (retargeting ad, or the newsletter for people with
+    #: an email): multi-channel journeys for attribution
+    p_return_via_campaign: float = 0.4
+    p_return_email: float = 0.5  # ... of those by people with an email: through an email campaign
+    #: a new lead is nurtured: before the sales call they click a newsletter or retargeting ad and
+    #: look around (a touch of another campaign between lead and deal, as in real B2B cycles)
+    p_nurture: float = 0.5
+    nurture_delay_s: float = 150.0
     warmup_s: float = 900.0
     pilot_journeys: int = 2000
 

@@ -12,14 +12,17 @@ from typing import Any
 import orjson
 
 from streams.devtools.simulate.calibration import Calibration, source_rates
-from streams.devtools.simulate.config import SimConfig, TenantSpec
+from streams.devtools.simulate.config import CampaignSpec, SimConfig, TenantSpec
 from streams.devtools.simulate.incidents import apply_incidents, incidents_of
 from streams.devtools.simulate.journeys import Sim
 from streams.devtools.simulate.tenants import agent_ids
+from streams.devtools.simulate.truth import AttributionRecorder, cost_feed_rows
 
 
-def _timed(cfg: SimConfig) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(epoch ms, event) in occurred_at order; the ms rides along so pacing never re-parses."""
+def _timed(cfg: SimConfig, recorder: AttributionRecorder | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(epoch ms, event) in occurred_at order; the ms rides along so pacing never re-parses.
+
+    ``recorder``: told every event with the person behind it (the attribution ground truth)."""
     if cfg.rate <= 0 or cfg.duration_s <= 0:
         return
     end_ms = cfg.start_ms + int(cfg.duration_s * 1000)
@@ -27,6 +30,8 @@ def _timed(cfg: SimConfig) -> Iterator[tuple[int, dict[str, Any]]]:
     rates = source_rates(cfg)
     sim = Sim(cfg.mix, [r["spec"] for r in rates], cfg.seed, end_ms, cfg.start_ms)
     apply_incidents(sim.tenants, incidents_of(cfg))
+    if recorder is not None:
+        sim.track_owners(recorder.done)
     for tr, r in zip(sim.tenants, rates, strict=True):
         for c in tr.camps:
             c.lam = r["campaigns"][c.spec.name] / 1000.0
@@ -41,8 +46,10 @@ def _timed(cfg: SimConfig) -> Iterator[tuple[int, dict[str, Any]]]:
         sim.spawn(sim.prehistory_returners(tr, begin, r["clicks"] / 1000.0, cal.click_returns))
         sim.spawn(sim.prehistory_returners(tr, begin, r["organic"] / 1000.0, cal.organic_returns))
     prefix = f"sim{cfg.seed}-{cfg.start_ms}-"
-    for n, (t, ev) in enumerate(sim.run(), 1):
+    for n, (t, ev, person) in enumerate(sim.run(), 1):
         ev["event_id"] = f"{prefix}{n}"
+        if recorder is not None:
+            recorder.observe(t, ev, person)
         yield t, ev
 
 
@@ -78,18 +85,37 @@ def write_jsonl(cfg: SimConfig, path: str | PathLike[str]) -> int:
 def expected_per_minute(cfg: SimConfig) -> dict[str, dict[str, dict[str, float]]]:
     """Steady-state events per minute per tenant, campaign and stage (no incidents).
 
-    visit = landing page views (the ones carrying the campaign); form/lead/opportunity/deal
-    count only the landing session's, i.e. those carrying the campaign.
+    click = the campaign's own clicks plus the return visits that come through it
+    (``retarget_click``: returns × p_return_via_campaign, to the newsletter for the identified
+    share × p_return_email, else to the paid campaigns by share); visit = landing page views
+    (the ones carrying the campaign); form/lead/opportunity/deal count only the landing
+    sessions', i.e. those carrying the campaign. Not included: the nurture clicks of new leads
+    (``p_nurture`` × leads, well under 1 % of a paid campaign's clicks).
     """
     mix = cfg.mix
     out: dict[str, dict[str, dict[str, float]]] = {}
     for r in source_rates(cfg):
         spec: TenantSpec = r["spec"]
+        cal: Calibration = r["calibration"]
+        own = {c.name: r["campaigns"][c.name] * 60.0 * min(0.95, c.ctr * max(1.0, c.impressions_per_person))
+               for c in spec.campaigns}
+        click_ret, org_ret = cal.click_returns, cal.organic_returns
+        organic = r["organic"] * 60.0
+        returns = sum(own.values()) * click_ret.per_journey + organic * org_ret.per_journey
+        identified = (sum(own.values()) * click_ret.per_journey * click_ret.identified
+                      + organic * org_ret.per_journey * org_ret.identified) / returns if returns else 0.0
+        mail = [c for c in spec.campaigns if c.channel == "email"]
+        paid = [c for c in spec.campaigns if c.channel != "email"]
+        via = returns * mix.p_return_via_campaign
+        to_mail = via * identified * mix.p_return_email if mail else 0.0
+        to_paid = via - to_mail if paid else 0.0
         per: dict[str, dict[str, float]] = {}
         for c in spec.campaigns:
             lam = r["campaigns"][c.name] * 60.0
             imp = max(1.0, c.impressions_per_person)
-            clicks = lam * min(0.95, c.ctr * imp)
+            group, budget = (mail, to_mail) if c.channel == "email" else (paid, to_paid)
+            retarget = budget * c.share / sum(x.share for x in group)
+            clicks = own[c.name] + retarget
             visits = clicks * mix.p_land
             # P(a landing session has a form) — forms are only in the landing session's last page.
             forms = visits * spec.p_form
@@ -99,6 +125,7 @@ def expected_per_minute(cfg: SimConfig) -> dict[str, dict[str, dict[str, float]]
                 "arrivals": lam,
                 "impression": lam * imp,
                 "click": clicks,
+                "retarget_click": retarget,
                 "visit": visits,
                 "form_submit": forms,
                 "lead": leads,
@@ -110,8 +137,14 @@ def expected_per_minute(cfg: SimConfig) -> dict[str, dict[str, dict[str, float]]
     return out
 
 
-def truth(cfg: SimConfig) -> dict[str, Any]:
-    """What the run contains by construction: the yardstick for detector and SLA evaluation."""
+def truth(cfg: SimConfig, attribution: bool = True) -> dict[str, Any]:
+    """What the run contains by construction: the yardstick for detector, SLA and attribution
+    evaluation.
+
+    ``attribution``: also the won deals with their persons' true touches, the costs the ad events
+    carried and the cost feed (streams/devtools/simulate/truth.py). That needs the whole run
+    generated once more (the other parts are computed from the configuration alone), so callers
+    that only judge the detector pass False."""
     rates = source_rates(cfg)
     expected = expected_per_minute(cfg)
     tenants: list[dict[str, Any]] = []
@@ -139,10 +172,14 @@ def truth(cfg: SimConfig) -> dict[str, Any]:
                 "impressions_per_person": c.impressions_per_person,
                 "p_land": cfg.mix.p_land,
                 "expected_per_minute": expected[spec.tenant_id][c.name],
+                "cost_model": c.cost_model,
+                "cost": c.cost,
+                "currency": spec.currency,
+                "expected_cost_per_minute": _cost_per_minute(c, expected[spec.tenant_id][c.name]),
             }
             for c in spec.campaigns
         }
-    return {
+    out = {
         "config": {
             "rate": cfg.rate,
             "duration_s": cfg.duration_s,
@@ -159,6 +196,21 @@ def truth(cfg: SimConfig) -> dict[str, Any]:
         "tenants": tenants,
         "campaigns": campaigns,
     }
+    if attribution:
+        recorder = AttributionRecorder()
+        for _ in _timed(cfg, recorder):
+            pass
+        out["attribution"] = recorder.result()
+        out["costs"] = {"events": recorder.event_costs(), "feed": cost_feed_rows(cfg)}
+    return out
+
+
+def _cost_per_minute(c: CampaignSpec, expected: dict[str, float]) -> float:
+    if c.cost_model == "cpc":
+        return expected["click"] * c.cost
+    if c.cost_model == "cpm":
+        return expected["impression"] * c.cost / 1000.0
+    return c.cost / 1440.0
 
 
 async def stream_live(

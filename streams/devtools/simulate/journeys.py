@@ -59,25 +59,41 @@ class Sim:
         self.page_gap_max_ms = int(m.max_page_gap_s * 1000)
         self.max_reply_ms = int(m.max_reply_s * 1000)
         self.on_return: Callable[[int, Person], None] | None = None  # the calibration pilot listens
+        # Who each journey belongs to, kept only when a truth recorder asks (track_owners): the
+        # simulator knows the person behind every event, which is the attribution ground truth.
+        self.owners: dict[Journey, Person] | None = None
+        self.live: dict[Person, int] = {}  # person -> journeys still running
+        self.on_done: Callable[[Person], None] | None = None  # a person can emit nothing more
+
+    def track_owners(self, on_done: Callable[[Person], None]) -> None:
+        self.owners = {}
+        self.on_done = on_done
 
     # --- scheduling ---
-    def spawn(self, gen: Journey) -> None:
+    def spawn(self, gen: Journey, owner: Person | None = None) -> None:
         first = next(gen, None)
-        if first is not None:
-            heapq.heappush(self.heap, (first[0], self.seq(), first[1], gen))
+        if first is None:
+            return
+        heapq.heappush(self.heap, (first[0], self.seq(), first[1], gen))
+        if self.owners is not None and owner is not None:
+            self.owners[gen] = owner
+            self.live[owner] = self.live.get(owner, 0) + 1
 
-    def run(self) -> Iterator[tuple[int, dict[str, Any]]]:
+    def run(self) -> Iterator[tuple[int, dict[str, Any], Person | None]]:
+        """(time, event, its person when owners are tracked) in time order."""
         heap = self.heap
         end = self.end_ms
         emit_from = self.emit_from
         seq = self.seq
         pop = heapq.heappop
         rep = heapq.heapreplace
+        owners = self.owners
         while heap:
             t, _, ev, gen = heap[0]
             if t >= end:
                 return
             nxt = next(gen, None)
+            owner = None if owners is None else owners.get(gen)
             if nxt is None:
                 pop(heap)
             else:
@@ -85,7 +101,20 @@ class Sim:
                     raise RuntimeError("journey went back in time")  # a bug, never data
                 rep(heap, (nxt[0], seq(), nxt[1], gen))
             if ev is not None and t >= emit_from:
-                yield t, ev
+                yield t, ev, owner
+            if nxt is None and owner is not None:
+                self._finished(gen, owner)
+
+    def _finished(self, gen: Journey, owner: Person) -> None:
+        assert self.owners is not None
+        del self.owners[gen]
+        left = self.live[owner] - 1
+        if left:
+            self.live[owner] = left
+            return
+        del self.live[owner]
+        if self.on_done is not None:
+            self.on_done(owner)
 
     # --- random helpers ---
     def uuid(self) -> str:
@@ -109,17 +138,15 @@ class Sim:
         return Person(tr.persons, self.uuid(), t)
 
     # --- arrivals ---
-    def arrivals(self, lam_per_ms: float, start: int, make: Callable[[int], Journey | None]) -> Journey:
-        """A Poisson source; ``make`` may return None when it emitted nothing worth a generator."""
+    def arrivals(self, lam_per_ms: float, start: int, make: Callable[[int], tuple[Journey, Person]]) -> Journey:
+        """A Poisson source of persons: ``make`` returns one's journey and the person."""
         rng = self.rng
         clock = float(start)  # float accumulator: truncating each gap would speed the source up
         expo = rng.expovariate
         while True:
             clock += expo(lam_per_ms)
             t = int(clock)
-            ev_or_gen = make(t)
-            if ev_or_gen is not None:
-                self.spawn(ev_or_gen)
+            self.spawn(*make(t))
             yield t, None
 
     def campaign_arrivals(self, c: Campaign, start: int) -> Journey:
@@ -142,20 +169,24 @@ class Sim:
                 tr = c.tenant
                 tr.persons += 1
                 ids = {"email": tr.email(tr.persons, rng)} if c.is_email else {"anonymous_id": self.uuid()}
-                yield t, {
+                ev: dict[str, Any] = {
                     "tenant_id": tr.tid, "occurred_at": self.iso(t), "channel": c.channel,
                     "type": "ad_impression", "identities": ids,
                     "campaign": c.camps[rng.randrange(len(c.camps))],
                 }
+                if c.imp_props is not None:
+                    ev["properties"] = c.imp_props
+                yield t, ev
             else:
-                self.spawn(self.ad_person(c, t, k, click))
+                p = self.new_person(c.tenant, t)
+                p.source = (c.channel, c.spec.name)
+                self.spawn(self.ad_person(p, c, t, k, click), p)
                 yield t, None
 
     # --- journeys ---
-    def ad_person(self, c: Campaign, t: int, k: int, click: bool) -> Journey:
+    def ad_person(self, p: Person, c: Campaign, t: int, k: int, click: bool) -> Journey:
         rng = self.rng
         tr = c.tenant
-        p = self.new_person(tr, t)
         if c.is_email:
             p.email = tr.email(p.n, rng)
             ids: dict[str, str] = {"email": p.email}
@@ -168,36 +199,58 @@ class Sim:
                 t += 1000 + int(rng.expovariate(gap))
             if c.tracking_off and in_window(c.tracking_off, t) is not None:
                 continue
-            yield t, {
+            ev: dict[str, Any] = {
                 "tenant_id": tr.tid, "occurred_at": self.iso(t), "channel": c.channel,
                 "type": "ad_impression", "identities": ids, "campaign": camp,
             }
+            if c.imp_props is not None:
+                ev["properties"] = c.imp_props
+            yield t, ev
         if click:
             t += self.lognorm_ms(self.mix.click_delay_median_s, 0.7)
             yield from self.after_click(p, c, t, camp)
 
-    def after_click(self, p: Person, c: Campaign, t: int, camp: dict[str, Any]) -> Journey:
-        rng = self.rng
-        tr = c.tenant
-        ids = {"email": p.email} if c.is_email else p.anon_ids
-        yield t, {
-            "tenant_id": tr.tid, "occurred_at": self.iso(t), "channel": c.channel,
-            "type": "ad_click", "identities": ids, "campaign": camp,
+    def click(self, p: Person, c: Campaign, t: int, camp: dict[str, Any]) -> dict[str, Any]:
+        ev: dict[str, Any] = {
+            "tenant_id": c.tenant.tid, "occurred_at": self.iso(t), "channel": c.channel,
+            "type": "ad_click", "identities": {"email": p.email} if c.is_email else p.anon_ids, "campaign": camp,
         }
+        if c.click_props is not None:
+            ev["properties"] = c.click_props
+        return ev
+
+    def lands(self, c: Campaign, t: int) -> bool:
+        """Does a click at ``t`` reach the landing page (p_land, times the outage factor)?"""
         p_land = self.mix.p_land
         if c.outage:
             factor = in_window(c.outage, t)
             if factor is not None:
                 p_land *= factor
-        if rng.random() >= p_land:
+        return self.rng.random() < p_land
+
+    def after_click(self, p: Person, c: Campaign, t: int, camp: dict[str, Any]) -> Journey:
+        yield t, self.click(p, c, t, camp)
+        if not self.lands(c, t):
             return
         t += self.lognorm_ms(self.mix.load_median_s, 0.5)
-        yield from self.visits(p, tr, t, c, camp, None)
+        yield from self.visits(p, c.tenant, t, c, camp, None)
 
-    def organic_person(self, tr: TenantState, t: int) -> Journey:
+    def retarget(self, p: Person, tr: TenantState) -> Campaign | None:
+        """The campaign a return visit comes through: the newsletter for some people with an email,
+        else a paid (ads / social) campaign by share."""
+        rng = self.rng
+        mail = p.email is not None and bool(tr.mail_camps)
+        if mail and (rng.random() < self.mix.p_return_email or not p.web):
+            return tr.mail_camps[min(bisect(tr.mail_cum, rng.random()), len(tr.mail_camps) - 1)]
+        if not tr.paid_camps or not p.web:
+            return None  # (a retargeting ad needs the device's cookie from a visit)
+        return tr.paid_camps[min(bisect(tr.paid_cum, rng.random()), len(tr.paid_camps) - 1)]
+
+    def organic_person(self, tr: TenantState, t: int) -> tuple[Journey, Person]:
         p = self.new_person(tr, t)
+        p.source = ("web", None)
         ref = ORGANIC_REFERRERS[self.rng.randrange(len(ORGANIC_REFERRERS))]
-        return self.visits(p, tr, t, None, None, ref)
+        return self.visits(p, tr, t, None, None, ref), p
 
     def prehistory_returners(self, tr: TenantState, start: int, lam_per_ms: float, ret: Returns) -> Journey:
         """Return visits of people who arrived before the simulation began.
@@ -224,23 +277,29 @@ class Sim:
                 return
             if rng.random() * n < n - bisect(ages, x):
                 p = self.new_person(tr, t - ages[-1])
+                p.web = True  # (its earlier visits were before the run)
                 if rng.random() < ret.identified:
                     p.email = tr.email(p.n, rng)
-                self.spawn(self.visits(p, tr, t, None, None, None, session=1, returns=False))
+                self.spawn(self.visits(p, tr, t, None, None, None, session=1, returns=False), p)
             yield t, None
 
-    def marketplace_person(self, tr: TenantState, t: int) -> Journey:
+    def marketplace_person(self, tr: TenantState, t: int) -> tuple[Journey, Person]:
         """B2B marketplace inquiries (Olist-style): known by email, straight to a form and the CRM."""
-        rng = self.rng
         p = self.new_person(tr, t)
-        p.email = tr.email(p.n, rng)
+        p.email = tr.email(p.n, self.rng)
+        p.source = ("b2b_platform", None)
+        return self.marketplace_inquiry(p, tr, t), p
+
+    def marketplace_inquiry(self, p: Person, tr: TenantState, t: int) -> Journey:
+        rng = self.rng
+        assert p.email is not None
         yield t, {
             "tenant_id": tr.tid, "occurred_at": self.iso(t), "channel": "b2b_platform",
             "type": "form_submit", "identities": {"email": p.email},
             "properties": {"form": "marketplace_inquiry"},
         }
         if rng.random() < tr.spec.p_lead:
-            self.spawn(self.crm(p, tr, t, None, "b2b_platform"))
+            self.spawn(self.crm(p, tr, t, None, "b2b_platform"), p)
 
     def visits(
         self,
@@ -253,7 +312,9 @@ class Sim:
         session: int = 0,
         returns: bool = True,
     ) -> Journey:
-        """Sessions of one person: the first (landing or organic), then returns after > 30 min."""
+        """Sessions of one person: the first (landing or organic), then returns after > 30 min,
+        some of them through a campaign (a retargeting ad, the newsletter): its click, then, if
+        it lands, a session that starts on that campaign's landing page."""
         rng = self.rng
         mix = self.mix
         spec = tr.spec
@@ -272,17 +333,27 @@ class Sim:
                 p.anon = self.uuid()
                 p.anon_ids = {"anonymous_id": p.anon}
             prev_url = referrer if session == 0 else None
+            land, land_camp = (c, camp) if session == 0 else (None, None)
+            if session and rng.random() < mix.p_return_via_campaign:
+                rc = self.retarget(p, tr)
+                if rc is not None:
+                    land_camp = rc.camps[rng.randrange(len(rc.camps))]
+                    yield t, self.click(p, rc, t, land_camp)
+                    if not self.lands(rc, t):
+                        n = 0  # bounced: no session this time
+                    land = rc
+                    t += self.lognorm_ms(mix.load_median_s, 0.5)
             for i in range(n):
                 if i:
                     g = int(math.exp(mix.page_gap_mu + mix.page_gap_sigma * rng.gauss()) * 1000.0)
                     t += max(1000, min(g, self.page_gap_max_ms))
-                if i == 0 and session == 0 and c is not None:
-                    page = c.landing
+                if i == 0 and land is not None:
+                    page = land.landing
                     # An email link is decorated with the recipient: the landing links the two ids.
-                    land_ids = {"anonymous_id": p.anon, "email": p.email} if c.is_email else p.anon_ids
+                    land_ids = {"anonymous_id": p.anon, "email": p.email} if land.is_email else p.anon_ids
                     ev: dict[str, Any] = {
                         "tenant_id": tid, "occurred_at": iso(t), "channel": "web", "type": "page_view",
-                        "identities": land_ids, "page": page, "campaign": camp,
+                        "identities": land_ids, "page": page, "campaign": land_camp,
                     }
                     prev_url = page["url"]
                 else:
@@ -296,6 +367,7 @@ class Sim:
                         "identities": p.anon_ids, "page": page,
                     }
                 yield t, ev
+                p.web = True
                 if login and i == 0:
                     t += self.lognorm_ms(8.0, 0.6)
                     if p.user is None:
@@ -307,7 +379,7 @@ class Sim:
                         "identities": {"anonymous_id": p.anon, "email": p.email, "user_id": p.user},
                     }
                 if i == chat_at:
-                    self.spawn(self.conversation(p, tr, t + self.lognorm_ms(10.0, 0.8)))
+                    self.spawn(self.conversation(p, tr, t + self.lognorm_ms(10.0, 0.8)), p)
                 if i == form_at:
                     t += self.lognorm_ms(mix.form_fill_median_s, 0.6)
                     if p.email is None:
@@ -315,7 +387,7 @@ class Sim:
                     shown = p.email
                     if rng.random() < mix.p_mixed_case_email:
                         shown = shown.title()
-                    form_camp = camp if session == 0 else None
+                    form_camp = land_camp
                     fev: dict[str, Any] = {
                         "tenant_id": tid, "occurred_at": iso(t), "channel": "web", "type": "form_submit",
                         "identities": {"anonymous_id": p.anon, "email": shown},
@@ -325,13 +397,37 @@ class Sim:
                         fev["campaign"] = form_camp
                     yield t, fev
                     if rng.random() < spec.p_lead:
-                        self.spawn(self.crm(p, tr, t, form_camp, "web"))
+                        self.spawn(self.crm(p, tr, t, form_camp, "web"), p)
             p_ret = mix.p_return if p.email is None else mix.p_return_identified
             if not returns or rng.random() >= p_ret:
                 return
             session += 1
             ret = self.lognorm_ms(mix.return_gap_median_s, 0.6)
             t += max(ret, 31 * 60_000)
+
+    def nurture(self, p: Person, tr: TenantState, t: int) -> Journey:
+        """A lead clicks a newsletter or a retargeting ad, lands and looks at a few pages."""
+        rng = self.rng
+        c = self.retarget(p, tr)
+        if c is None:
+            return
+        camp = c.camps[rng.randrange(len(c.camps))]
+        yield t, self.click(p, c, t, camp)
+        if not self.lands(c, t):
+            return
+        t += self.lognorm_ms(self.mix.load_median_s, 0.5)
+        ids = {"anonymous_id": p.anon, "email": p.email} if c.is_email else p.anon_ids
+        yield t, {"tenant_id": tr.tid, "occurred_at": self.iso(t), "channel": "web", "type": "page_view",
+                  "identities": ids, "page": c.landing, "campaign": camp}
+        p.web = True
+        pages, prev = tr.pages, c.landing["url"]
+        for _ in range(self.geom(self.log_q_pages) - 1):
+            g = int(math.exp(self.mix.page_gap_mu + self.mix.page_gap_sigma * rng.gauss()) * 1000.0)
+            t += max(1000, min(g, self.page_gap_max_ms))
+            url, title = pages[rng.randrange(len(pages))]
+            yield t, {"tenant_id": tr.tid, "occurred_at": self.iso(t), "channel": "web", "type": "page_view",
+                      "identities": p.anon_ids, "page": {"url": url, "title": title, "referrer": prev}}
+            prev = url
 
     def crm(self, p: Person, tr: TenantState, t: int, camp: dict[str, Any] | None, channel: str) -> Journey:
         """Lead → opportunity → deal, with the CRM's local-time offset on occurred_at."""
@@ -352,31 +448,35 @@ class Sim:
         if camp is not None:
             ev["campaign"] = camp
         yield t, ev
+        if rng.random() < self.mix.p_nurture:
+            self.spawn(self.nurture(p, tr, t + self.lognorm_ms(self.mix.nurture_delay_s, 0.6)), p)
         if rng.random() >= spec.p_opp:
             return
-        t += self.lognorm_ms(600.0, 0.8)
+        t += self.lognorm_ms(300.0, 0.8)
         amount = round(spec.deal_median * math.exp(0.8 * rng.gauss()), 2)
         value = {"amount": amount, "currency": spec.currency}
+        tr.deals += 1
+        deal = {"deal_id": f"deal-{tr.idx}-{tr.deals:07d}"}  # the CRM's id: a re-sent deal keeps it
         ev = {
             "tenant_id": tr.tid, "occurred_at": iso(t, off, suffix), "channel": spec.sales_channel,
-            "type": "opportunity", "identities": {"crm_contact_id": p.crm}, "value": value,
+            "type": "opportunity", "identities": {"crm_contact_id": p.crm}, "value": value, "properties": deal,
         }
         if camp is not None:
             ev["campaign"] = camp
         yield t, ev
         u = rng.random()
         if u < spec.p_won:
-            t += self.lognorm_ms(900.0, 0.8)
+            t += self.lognorm_ms(600.0, 0.8)
             ev = {
                 "tenant_id": tr.tid, "occurred_at": iso(t, off, suffix), "channel": spec.sales_channel,
-                "type": "deal_won", "identities": ids, "value": value,
+                "type": "deal_won", "identities": ids, "value": value, "properties": deal,
             }
         elif u < spec.p_won + spec.p_lost:
-            t += self.lognorm_ms(1200.0, 0.8)
+            t += self.lognorm_ms(800.0, 0.8)
             ev = {
                 "tenant_id": tr.tid, "occurred_at": iso(t, off, suffix), "channel": spec.sales_channel,
                 "type": "deal_lost", "identities": ids, "value": value,
-                "properties": LOST_REASONS[rng.randrange(len(LOST_REASONS))],
+                "properties": {**LOST_REASONS[rng.randrange(len(LOST_REASONS))], **deal},
             }
         else:
             return

@@ -18,15 +18,16 @@ _SHOP = TenantSpec(
         CampaignSpec(
             "winter-sale-search", "google", "cpc", "ads", 0.80, 0.05, 1.2, "/sale/winter",
             "Winter sale - up to 50% off", "https://www.google.com/", ("rsa-1", "rsa-2", "rsa-3"),
-            ("winter boots", "down jacket", "wool coat sale"),
+            ("winter boots", "down jacket", "wool coat sale"), cost_model="cpc", cost=0.45,
         ),
         CampaignSpec(
             "winter-sale-social", "facebook", "paid_social", "social", 0.06, 0.02, 2.0, "/sale/winter",
             "Winter sale - up to 50% off", "https://l.facebook.com/", ("carousel-1", "video-15s"),
+            cost_model="cpm", cost=6.50,
         ),
         CampaignSpec(
             "weekly-newsletter", "newsletter", "email", "email", 0.04, 0.035, 1.0, "/new-in",
-            "New in this week", None, ("hero", "footer"),
+            "New in this week", None, ("hero", "footer"), cost_model="feed", cost=30.0,
         ),
     ),
     organic_share=0.10,
@@ -60,15 +61,16 @@ _B2B = TenantSpec(
         CampaignSpec(
             "crm-demo-search", "google", "cpc", "ads", 0.45, 0.04, 1.3, "/lp/crm-demo",
             "The CRM your sales team will actually use", "https://www.google.com/", ("rsa-a", "rsa-b"),
-            ("crm software", "sales pipeline tool", "hubspot alternative"),
+            ("crm software", "sales pipeline tool", "hubspot alternative"), cost_model="cpc", cost=6.80,
         ),
         CampaignSpec(
             "q4-demo-linkedin", "linkedin", "paid_social", "social", 0.25, 0.02, 2.2, "/lp/q4-demo",
             "Book your Q4 demo", "https://www.linkedin.com/", ("single-image", "document-ad"),
+            cost_model="cpm", cost=35.0,
         ),
         CampaignSpec(
             "product-webinar", "hubspot", "email", "email", 0.10, 0.03, 1.0, "/webinar",
-            "Webinar: forecasting that works", None, ("invite", "reminder"),
+            "Webinar: forecasting that works", None, ("invite", "reminder"), cost_model="feed", cost=80.0,
         ),
     ),
     organic_share=0.19,
@@ -102,15 +104,15 @@ _TRAVEL = TenantSpec(
         CampaignSpec(
             "flights-search", "google", "cpc", "ads", 0.55, 0.045, 1.2, "/flights/deals",
             "Cheap flights to Europe", "https://www.google.com/", ("rsa-1", "rsa-2"),
-            ("cheap flights london", "nyc to paris", "flight deals"),
+            ("cheap flights london", "nyc to paris", "flight deals"), cost_model="cpc", cost=1.10,
         ),
         CampaignSpec(
             "summer-deals-insta", "instagram", "paid_social", "social", 0.20, 0.02, 2.0, "/deals/summer",
-            "Summer deals", "https://l.instagram.com/", ("reel-1", "story-2"),
+            "Summer deals", "https://l.instagram.com/", ("reel-1", "story-2"), cost_model="cpm", cost=7.50,
         ),
         CampaignSpec(
             "loyalty-mail", "braze", "email", "email", 0.10, 0.03, 1.0, "/account/rewards",
-            "Your rewards", None, ("points", "upgrade"),
+            "Your rewards", None, ("points", "upgrade"), cost_model="feed", cost=20.0,
         ),
     ),
     organic_share=0.15,

@@ -59,10 +59,12 @@ def in_window(windows: Sequence[tuple[int, int, float]], t: int) -> float | None
 
 
 class Person:
-    __slots__ = ("anon", "anon_ids", "born", "crm", "email", "n", "phone", "psid", "user")
+    __slots__ = ("anon", "anon_ids", "born", "crm", "email", "n", "phone", "psid", "source", "user", "web")
 
     def __init__(self, n: int, anon: str, born: int) -> None:
         self.n = n
+        #: (channel, campaign) the person arrived through; None: before the run (prehistory)
+        self.source: tuple[str, str | None] | None = None
         self.born = born
         self.anon = anon
         self.anon_ids = {"anonymous_id": anon}
@@ -71,14 +73,16 @@ class Person:
         self.psid: str | None = None
         self.crm: str | None = None
         self.user: str | None = None
+        #: the current device has been on the site: a retargeting ad can find it (its cookie)
+        self.web = False
 
 
 class Campaign:
     """A campaign at run time: prebuilt (immutable, shared) dicts, rates and incident windows."""
 
     __slots__ = (
-        "camps", "channel", "imp_mean", "is_email", "lam", "landing", "outage", "p_click",
-        "spec", "tenant", "tracking_off",
+        "camps", "channel", "click_props", "imp_mean", "imp_props", "is_email", "lam", "landing", "outage",
+        "p_click", "spec", "tenant", "tracking_off",
     )
 
     def __init__(self, spec: CampaignSpec, tenant: TenantState) -> None:
@@ -109,12 +113,21 @@ class Campaign:
         self.landing = page
         self.outage: list[tuple[int, int, float]] = []
         self.tracking_off: list[tuple[int, int, float]] = []
+        # what ad events cost (schemas: properties.cost); shared, never mutated
+        currency = tenant.spec.currency
+        self.click_props: dict[str, Any] | None = None
+        self.imp_props: dict[str, Any] | None = None
+        if spec.cost_model == "cpc" and spec.cost > 0:
+            self.click_props = {"cost": {"amount": round(spec.cost, 2), "currency": currency}}
+        elif spec.cost_model == "cpm" and spec.cost > 0:
+            self.imp_props = {"cost": {"amount": round(spec.cost / 1000.0, 6), "currency": currency}}
 
 
 class TenantState:
     __slots__ = (
-        "agents", "camps", "chat_channels", "chat_cum", "convs", "crm_off", "crm_suffix", "crms",
-        "idx", "pages", "persons", "silent", "spec", "team_cum", "teams", "tid", "users",
+        "agents", "camps", "chat_channels", "chat_cum", "convs", "crm_off", "crm_suffix", "crms", "deals",
+        "idx", "mail_camps", "mail_cum", "pages", "paid_camps", "paid_cum", "persons", "silent", "spec",
+        "team_cum", "teams", "tid", "users",
     )
 
     def __init__(self, spec: TenantSpec, idx: int) -> None:
@@ -122,6 +135,11 @@ class TenantState:
         self.idx = idx
         self.tid = spec.tenant_id
         self.camps = [Campaign(c, self) for c in spec.campaigns]
+        # where return visits through a campaign come from (retargeting / the newsletter), by share
+        self.paid_camps = tuple(c for c in self.camps if not c.is_email)
+        self.paid_cum = cum(c.spec.share for c in self.paid_camps) if self.paid_camps else []
+        self.mail_camps = tuple(c for c in self.camps if c.is_email)
+        self.mail_cum = cum(c.spec.share for c in self.mail_camps) if self.mail_camps else []
         self.pages = tuple((f"https://{spec.domain}{path}", title) for path, title in spec.pages)
         self.chat_channels = tuple(c for c, _ in spec.chat_channels)
         self.chat_cum = cum(w for _, w in spec.chat_channels)
@@ -134,6 +152,7 @@ class TenantState:
         self.persons = 0
         self.convs = 0
         self.crms = 0
+        self.deals = 0
         self.users = 0
 
     def email(self, n: int, rng: random.Random) -> str:
