@@ -103,41 +103,55 @@ def parse_cost_feed(text: str, source: str = "<costs>") -> list[CostRow]:
     major units, ``currency`` an ISO 4217 code. Rows for the same (date, tenant, channel,
     campaign, currency) add up. Any bad line raises :class:`CostFeedError` naming the line: a
     feed is loaded whole or not at all, so a half-loaded day never looks like a cheap one."""
-    reader = csv.reader(io.StringIO(text), skipinitialspace=True)
+    reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
     rows: list[CostRow] = []
     header: list[str] | None = None
-    for record in reader:
-        line = reader.line_num
-        if not record or all(not c.strip() for c in record) or record[0].lstrip().startswith("#"):
-            continue
-        cells = [c.strip() for c in record]
-        if header is None:
-            header = [c.lower() for c in cells]
-            if tuple(header) != FEED_COLUMNS:
-                raise CostFeedError(source, line, f"the header must be {','.join(FEED_COLUMNS)}, got {','.join(cells)}")
-            continue
-        if len(cells) != len(FEED_COLUMNS):
-            raise CostFeedError(source, line, f"expected {len(FEED_COLUMNS)} columns, got {len(cells)}")
-        day_text, tenant, channel, campaign, cost_text, currency = cells
-        try:
-            day = date.fromisoformat(day_text)
-        except ValueError:
-            raise CostFeedError(source, line, f"date {day_text!r} is not YYYY-MM-DD") from None
-        if not tenant or len(tenant) > 128 or "|" in tenant:
-            raise CostFeedError(source, line, "tenant_id must be 1..128 characters without '|'")
-        if channel not in CHANNELS:
-            raise CostFeedError(source, line, f"unknown channel {channel!r} (known: {', '.join(sorted(CHANNELS))})")
-        if not campaign:
-            raise CostFeedError(source, line, "campaign is empty")
-        micros = to_micros(cost_text)
-        if micros is None:
-            raise CostFeedError(source, line, f"cost {cost_text!r} is not a non-negative amount")
-        if not _CURRENCY.match(currency):
-            raise CostFeedError(source, line, f"currency {currency!r} is not an ISO 4217 code such as EUR")
-        rows.append(CostRow(day, tenant, channel, campaign, micros, currency, line))
+    try:
+        for record in reader:
+            line = reader.line_num
+            row = _cost_row(record, line, source, header)
+            if row is None:
+                continue
+            if isinstance(row, list):
+                header = row
+            else:
+                rows.append(row)
+    except csv.Error as exc:
+        raise CostFeedError(source, max(1, reader.line_num), f"not CSV: {exc}") from None
     if header is None:
         raise CostFeedError(source, 1, f"empty feed: expected the header {','.join(FEED_COLUMNS)}")
     return rows
+
+
+def _cost_row(record: list[str], line: int, source: str, header: list[str] | None) -> CostRow | list[str] | None:
+    """One CSV record: None (blank or comment), the header (a list), or a cost row."""
+    if not record or all(not c.strip() for c in record) or record[0].lstrip().startswith("#"):
+        return None
+    cells = [c.strip() for c in record]
+    if header is None:
+        names = [c.lower() for c in cells]
+        if tuple(names) != FEED_COLUMNS:
+            raise CostFeedError(source, line, f"the header must be {','.join(FEED_COLUMNS)}, got {','.join(cells)}")
+        return names
+    if len(cells) != len(FEED_COLUMNS):
+        raise CostFeedError(source, line, f"expected {len(FEED_COLUMNS)} columns, got {len(cells)}")
+    day_text, tenant, channel, campaign, cost_text, currency = cells
+    try:
+        day = date.fromisoformat(day_text)
+    except ValueError:
+        raise CostFeedError(source, line, f"date {day_text!r} is not YYYY-MM-DD") from None
+    if not tenant or len(tenant) > 128 or "|" in tenant:
+        raise CostFeedError(source, line, "tenant_id must be 1..128 characters without '|'")
+    if channel not in CHANNELS:
+        raise CostFeedError(source, line, f"unknown channel {channel!r} (known: {', '.join(sorted(CHANNELS))})")
+    if not campaign:
+        raise CostFeedError(source, line, "campaign is empty")
+    micros = to_micros(cost_text)
+    if micros is None:
+        raise CostFeedError(source, line, f"cost {cost_text!r} is not a non-negative amount")
+    if not _CURRENCY.match(currency):
+        raise CostFeedError(source, line, f"currency {currency!r} is not an ISO 4217 code such as EUR")
+    return CostRow(day, tenant, channel, campaign, micros, currency, line)
 
 
 def conversion_chain(persons_by_stage: Mapping[str, int], stages: Sequence[str] = STAGES) -> list[dict[str, Any]]:
