@@ -18,11 +18,11 @@ CREATE TABLE IF NOT EXISTS {db}.person_profiles
     last_seen           DateTime64(3, 'UTC'),
     events              UInt64,
     identifier_types    Array(LowCardinality(String)),
-    channels            Map(LowCardinality(String), UInt64),
+    channels            Array(LowCardinality(String)),
     funnel_stages       Map(LowCardinality(String), UInt64),
     max_funnel_stage    LowCardinality(String),
-    campaigns           Map(String, UInt64),
-    campaigns_other     UInt64,
+    campaigns           Array(String),
+    campaigns_truncated UInt8,
     deals_won           UInt64,
     revenue_minor       Map(LowCardinality(String), Int64),
     revenue_total_minor Int64,
@@ -229,7 +229,7 @@ SELECT tenant_id, campaign,
        countIf(s >= 7) AS deal
 FROM
 (
-    SELECT tenant_id, arrayJoin(mapKeys(campaigns)) AS campaign,
+    SELECT tenant_id, arrayJoin(campaigns) AS campaign,
            indexOf(['impression', 'click', 'visit', 'interaction', 'lead', 'opportunity', 'deal'],
                    max_funnel_stage) AS s
     FROM {db}.profiles_latest

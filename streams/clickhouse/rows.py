@@ -163,10 +163,9 @@ def profile_row(r: dict[str, Any]) -> tuple[Any, ...]:
     return (
         r["tenant_id"], r["person_id"], int(r["version"]), r["status"], _s(r.get("merged_into")),
         _s(r.get("lifecycle_stage")), dt(r.get("lifecycle_stage_at")), dt(first), dt(r.get("last_seen")),
-        int(r.get("events") or 0), list(r.get("identifier_types") or []),
-        {k: int(v) for k, v in (r.get("channels") or {}).items()}, {k: int(v) for k, v in funnel.items()},
-        reached[-1] if reached else "", {k: int(v) for k, v in (r.get("campaigns") or {}).items()},
-        int(r.get("campaigns_other") or 0), int(r.get("deals_won") or 0), revenue, sum(revenue.values()),
+        int(r.get("events") or 0), list(r.get("identifier_types") or []), list(r.get("channels") or []),
+        {k: int(v) for k, v in funnel.items()}, reached[-1] if reached else "", list(r.get("campaigns") or []),
+        1 if r.get("campaigns_truncated") else 0, int(r.get("deals_won") or 0), revenue, sum(revenue.values()),
         [t["tag"] for t in tags], [dt(t["since"]) for t in tags],
         [None if t.get("expires_at") is None else dt(t["expires_at"]) for t in tags], dt(r.get("updated_at")),
     )
@@ -187,7 +186,7 @@ PENDING_SPECS: tuple[TableSpec, ...] = (
     TableSpec(PROFILES_TOPIC, "person_profiles", (
         "tenant_id", "person_id", "version", "status", "merged_into", "lifecycle_stage", "lifecycle_stage_at",
         "first_seen", "last_seen", "events", "identifier_types", "channels", "funnel_stages", "max_funnel_stage",
-        "campaigns", "campaigns_other", "deals_won", "revenue_minor", "revenue_total_minor", "tags", "tag_since",
+        "campaigns", "campaigns_truncated", "deals_won", "revenue_minor", "revenue_total_minor", "tags", "tag_since",
         "tag_expires_at", "updated_at",
     ), profile_row),
     TableSpec(CREDITS_TOPIC, "attribution_credits", (

@@ -50,8 +50,8 @@ re-delivered record without ever collapsing two distinct ones.
 
 State (every key starts with ``{tenant}|``):
 
-* ``{tenant}|p|{person}`` → ``[touches, deal ids]``; a touch is ``[first ms, last ms, channel,
-  campaign or None, event id, channel of its last event]``, sorted by (first, event id), at most
+* ``{tenant}|p|{person}`` → ``(touches, deal ids)``; a touch is ``(first ms, last ms, channel,
+  campaign or None, event id, channel of its last event)``, sorted by (first, event id), at most
   ``max_touches`` (the oldest go first) and none older than the look-back before the person's
   latest touch or open deal;
 * ``{tenant}|d|{deal id}`` → ``[person, deal ms, value minor, currency, revision, touches used]``,
@@ -65,6 +65,7 @@ from __future__ import annotations
 import heapq
 import sys
 from bisect import insort
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Any
@@ -164,7 +165,10 @@ def credit_id(tenant_id: str, deal_id: str, revision: int, kind: str, model: str
 # ----------------------------------------------------------------------------- touches
 
 
-def _joins(touch: list[Any], t: int, channel: str, campaign: str | None, gap: int) -> bool:
+Touch = tuple[Any, ...]  # (first ms, last ms, channel, campaign or None, event id, channel of its last event)
+
+
+def _joins(touch: Touch, t: int, channel: str, campaign: str | None, gap: int) -> bool:
     if t < touch[T_FIRST] or t - touch[T_LAST] > gap:
         return False
     if campaign is not None:
@@ -172,7 +176,7 @@ def _joins(touch: list[Any], t: int, channel: str, campaign: str | None, gap: in
     return bool(touch[T_LAST_CHANNEL] == channel)
 
 
-def add_touch(touches: list[list[Any]], t: int, channel: str, campaign: str | None, event_id: str, gap: int) -> bool:
+def add_touch(touches: list[Touch], t: int, channel: str, campaign: str | None, event_id: str, gap: int) -> bool:
     """Add one event to a person's touches (sorted by first time); True if a touch was created or
     its start moved (what attribution sees), False if the event only extended a touch."""
     # the latest touch that started at or before t and that the event continues
@@ -180,8 +184,7 @@ def add_touch(touches: list[list[Any]], t: int, channel: str, campaign: str | No
         touch = touches[i]
         if touch[T_FIRST] <= t and _joins(touch, t, channel, campaign, gap):
             if t >= touch[T_LAST]:  # (same millisecond: the later arrival names the last channel)
-                touch[T_LAST] = t
-                touch[T_LAST_CHANNEL] = channel
+                touches[i] = (touch[T_FIRST], t, touch[T_CHANNEL], touch[T_CAMPAIGN], touch[T_EVENT], channel)
             return False
     # a late event shortly before a touch whose first event would have continued it: the event
     # starts that touch now (and names it)
@@ -190,21 +193,19 @@ def add_touch(touches: list[list[Any]], t: int, channel: str, campaign: str | No
             (touch[T_CAMPAIGN] is not None and campaign == touch[T_CAMPAIGN])
             or (touch[T_CAMPAIGN] is None and channel == touch[T_CHANNEL])
         ):
-            touch[T_FIRST], touch[T_CHANNEL], touch[T_EVENT] = t, channel, event_id
-            if touch[T_CAMPAIGN] is None:
-                touch[T_CAMPAIGN] = campaign
+            named = touch[T_CAMPAIGN] if touch[T_CAMPAIGN] is not None else campaign
             del touches[i]
-            _insort(touches, touch)
+            _insort(touches, (t, touch[T_LAST], channel, named, event_id, touch[T_LAST_CHANNEL]))
             return True
-    _insort(touches, [t, t, channel, campaign, event_id, channel])
+    _insort(touches, (t, t, channel, campaign, event_id, channel))
     return True
 
 
-def _insort(touches: list[list[Any]], touch: list[Any]) -> None:
+def _insort(touches: list[Touch], touch: Touch) -> None:
     insort(touches, touch, key=lambda x: (x[T_FIRST], x[T_EVENT]))
 
 
-def fold_touches(a: list[list[Any]], b: list[list[Any]], gap: int) -> list[list[Any]]:
+def fold_touches(a: Sequence[Touch], b: Sequence[Touch], gap: int) -> list[Touch]:
     """Both persons' touches as one person's: sorted, and a touch joins an earlier touch *of the
     other person* that it would have continued (same campaign, or no campaign on the channel that
     touch ended on, within the gap). Each side's own touches are already as that person's events
@@ -229,10 +230,10 @@ def fold_touches(a: list[list[Any]], b: list[list[Any]], gap: int) -> list[list[
             origin.append(side)
         elif touch[T_LAST] >= host[T_LAST]:
             host[T_LAST], host[T_LAST_CHANNEL] = touch[T_LAST], touch[T_LAST_CHANNEL]
-    return out
+    return [tuple(x) for x in out]
 
 
-def touches_for(touches: list[list[Any]], deal_at: int, lookback_ms: int) -> list[list[Any]]:
+def touches_for(touches: Sequence[Touch], deal_at: int, lookback_ms: int) -> list[list[Any]]:
     """What a deal is credited to: touches that started in [deal - look-back, deal]."""
     lo = deal_at - lookback_ms
     return [[x[T_FIRST], x[T_CHANNEL], x[T_CAMPAIGN], x[T_EVENT]] for x in touches if lo <= x[T_FIRST] <= deal_at]
@@ -271,6 +272,18 @@ class Attribution:
     def open_deals(self) -> int:
         return sum(len(h) for h in self._heaps.values())
 
+    def _load(self, key: str) -> list[Any] | None:
+        """A person's state to work on: [touches (a list of tuples), deal ids (a list)]; stored as
+        a pair of tuples, which the cyclic collector stops tracking (see streams/core/profiles.py)."""
+        stored = self._store.get(key)
+        return None if stored is None else [[tuple(x) for x in stored[0]], list(stored[1])]
+
+    def _save(self, key: str, state: list[Any]) -> None:
+        if state[0] or state[1]:
+            self._store.put(key, (tuple(state[0]), tuple(state[1])))
+        else:
+            self._store.delete(key)
+
     # --- the event path ---
     def observe(self, tp: Touchpoint, person_id: str) -> Result:
         cfg = self.config
@@ -280,21 +293,24 @@ class Attribution:
         if not is_touch and not is_deal:
             return _NOTHING
         tenant = tp.tenant_id
-        store = self._store
-        pkey = self._pkey(tenant, person_id)
-        state: list[Any] | None = store.get(pkey)
-        result = Result()
+        pkey = f"{tenant}|p|{person_id}"
+        state = self._load(pkey)
+        result = _NOTHING  # (shared and empty; a result of its own only when there is something to say)
         if is_touch:
             if state is None:
                 state = [[], []]
             t = tp.occurred_at
             moved = add_touch(state[0], t, _intern(tp.channel), _campaign(tp), tp.event_id, cfg.visit_gap_ms)
-            self._prune(tenant, state)
-            store.put(pkey, state)
+            if state[1] or len(state[0]) > cfg.max_touches or state[0][0][T_FIRST] < t - cfg.lookback_ms:
+                self._prune(tenant, state)
+            self._save(pkey, state)
             if moved and state[1]:
+                result = Result()
                 for deal_id in list(state[1]):
                     self._revise(tenant, deal_id, person_id, state, t, "touch", result.records)
         if is_deal:
+            if result is _NOTHING:
+                result = Result()
             self._deal(tp, person_id, pkey, state, result)
         return result
 
@@ -322,7 +338,7 @@ class Attribution:
             store.put(dkey, deal)
             state[1].append(deal_id)
             self._prune(tenant, state)
-            store.put(pkey, state)
+            self._save(pkey, state)
             heapq.heappush(self._heaps.setdefault(tenant, []), (tp.occurred_at + self.config.reopen, deal_id))
             result.deal = DealEffect(1, ((currency, minor),))
             self._revise(tenant, deal_id, person_id, state, tp.occurred_at, "deal", result.records)
@@ -345,21 +361,14 @@ class Attribution:
 
     def _move_deal(self, tenant: str, deal_id: str, old_person: str, state: list[Any], pkey: str) -> None:
         """The CRM re-sent a deal under another person: the deal now belongs to this one."""
-        store = self._store
         okey = self._pkey(tenant, old_person)
-        old = store.get(okey)
+        old = self._load(okey)
         if old is not None and deal_id in old[1]:
             old[1].remove(deal_id)
-            self._put_person(okey, old)
+            self._save(okey, old)
         if deal_id not in state[1]:
             state[1].append(deal_id)
-        store.put(pkey, state)
-
-    def _put_person(self, key: str, state: list[Any]) -> None:
-        if state[0] or state[1]:
-            self._store.put(key, state)
-        else:
-            self._store.delete(key)
+        self._save(pkey, state)
 
     def _prune(self, tenant: str, state: list[Any]) -> None:
         """Drop touches no open deal or future deal can be credited to, then cap the count."""
@@ -471,18 +480,18 @@ class Attribution:
             return []
         store = self._store
         fkey = self._pkey(tenant_id, from_person_id)
-        loser = store.get(fkey)
+        loser = self._load(fkey)
         if loser is None:
             return []
         store.delete(fkey)
         ikey = self._pkey(tenant_id, into_person_id)
-        winner = store.get(ikey) or [[], []]
+        winner = self._load(ikey) or [[], []]
         state = [
             fold_touches(winner[0], loser[0], self.config.visit_gap_ms),
             [*winner[1], *(d for d in loser[1] if d not in winner[1])],
         ]
         self._prune(tenant_id, state)
-        self._put_person(ikey, state)
+        self._save(ikey, state)
         out: list[dict[str, Any]] = []
         for deal_id in list(state[1]):
             self._revise(tenant_id, deal_id, into_person_id, state, at_ms, "merge", out)
@@ -503,14 +512,15 @@ class Attribution:
             store.delete(dkey)
             closed += 1
             pkey = self._pkey(tenant_id, deal[D_PERSON])
-            state = store.get(pkey)
+            state = self._load(pkey)
             if state is not None and deal_id in state[1]:
                 state[1].remove(deal_id)
                 self._prune(tenant_id, state)
-                self._put_person(pkey, state)
+                self._save(pkey, state)
         return closed
 
 
+#: what most events do to attribution; never changed (callers only read results)
 _NOTHING = Result()
 
 

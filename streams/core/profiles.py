@@ -26,36 +26,41 @@ the last drain, with the state at that moment: the offline replay drains after e
 changed twice in one batch are skipped). Every record that exists in both is identical, and the
 last one per person is the same, which is what a compacted topic and ClickHouse keep.
 
-State: ``{tenant}|{person_id}`` → a list (positions below), compact because there is one per
-person ever seen (≤ 1 KB per person in memory is the budget; measured in
-docs/profiles-and-attribution.md). Maps are flat lists ``[key, count, key, count, ...]``: a
-small dict costs 184 bytes, a two-item list 72.
+State: ``{tenant}|{person_id}`` → one flat tuple (positions below), because there is one per
+person ever seen: ≤ 1 KB per person in memory is the budget (measured in
+docs/profiles-and-attribution.md), and the per-event cost must stay small. Sets are bit masks,
+counts are slots, and the few nested values are tuples too: a tuple of numbers and strings is
+dropped from the cyclic collector's lists the first time it looks at it, so a million profiles
+add nothing to every full collection (lists would: the collector's work grows with the number of
+long-lived containers). An update builds the next tuple. The bit orders below are append-only
+(tests pin them): a new channel or identifier type gets the next bit. (Restored from a
+changelog the tuples are JSON arrays, i.e. lists; every reader indexes, every writer copies.)
 
 ===  =========================================================================================
  0   version (int, +1 per change)
  1   lifecycle stage index (tagrules.LIFECYCLE)
  2   event time the current lifecycle stage was first reached (ms)
  3   first seen (ms)          4  last seen (ms)          5  events (int)
- 6   identifier types seen (bit i = streams.core.model.IDENTITY_TYPES[i]; types, never values)
- 7   channels: [channel, events, ...]
- 8   funnel stages: [stage, events, ...]
- 9   campaigns: [name, events, ...] (at most ``max_campaigns``) or None
-10   events of campaigns beyond that cap
-11   won deals (int)          12  revenue: [currency, minor units, ...] or None
-13   tags: [tag, since ms, until ms or None, ...] or None
-14   count-condition times: [condition id, [times], ...] or None
-15   event time of the last change (ms)
+ 6   identifier types seen: bit i = IDENTIFIER_BITS[i] (types, never values)
+ 7   channels used: bit i = CHANNEL_BITS[i]
+ 8   campaigns touched: sorted tuple of at most ``max_campaigns`` names, or None
+ 9   more campaigns were touched than named (bool)
+10   won deals (int)          11  revenue: [currency, minor units, ...] sorted, or None
+12   tags: [tag, since ms, until ms or None, ...] or None
+13   count-condition times: [condition id, [times], ...] or None
+14   event time of the last change (ms)
+15+  events per funnel stage, one slot per streams.core.stages.STAGES
 ===  =========================================================================================
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.core.model import IDENTITY_TYPES, Touchpoint
+from streams.core.model import Touchpoint
 from streams.core.money import to_major
 from streams.core.stages import STAGE_INDEX, STAGES
 from streams.core.state import Store
@@ -69,11 +74,19 @@ from streams.core.tagrules import (
     fold_windows,
 )
 
-VER, STAGE, STAGE_AT, FIRST, LAST, EVENTS, IDS, CHANNELS, FUNNEL, CAMPAIGNS, CAMPAIGNS_OTHER = range(11)
-DEALS, REVENUE, TAGS, WINDOWS, UPDATED = range(11, 16)
-SLOTS = 16
+VER, STAGE, STAGE_AT, FIRST, LAST, EVENTS, IDS, CHANNELS_USED, CAMPAIGNS, MORE_CAMPAIGNS = range(10)
+DEALS, REVENUE, TAGS, WINDOWS, UPDATED, FUNNEL = range(10, 16)
+SLOTS = FUNNEL + len(STAGES)
 
-_ID_BIT: dict[str, int] = {t: 1 << i for i, t in enumerate(IDENTITY_TYPES)}
+#: bit order of the persisted masks: append only (tests/unit/core/test_profiles.py pins them)
+IDENTIFIER_BITS: tuple[str, ...] = (
+    "user_id", "crm_contact_id", "email", "phone", "whatsapp_id", "messenger_psid", "anonymous_id",
+)
+CHANNEL_BITS: tuple[str, ...] = (
+    "web", "live_chat", "whatsapp", "messenger", "email", "social", "b2b_platform", "phone", "ads", "other",
+)
+_ID_BIT: dict[str, int] = {t: 1 << i for i, t in enumerate(IDENTIFIER_BITS)}
+_CHANNEL_BIT: dict[str, int] = {c: 1 << i for i, c in enumerate(CHANNEL_BITS)}
 _intern = sys.intern
 
 
@@ -82,67 +95,65 @@ class ProfileConfig:
     #: tenant → its compiled rule file; tenants without one use ``default_rules``
     rules: Mapping[str, RuleSet] = field(default_factory=dict)
     default_rules: RuleSet = DEFAULT_RULES
-    #: campaigns named on a profile; a person touched by more has the rest summed in ``campaigns_other``
+    #: campaigns named on a profile; beyond, ``campaigns_truncated`` says there were more
     max_campaigns: int = 20
 
 
-# ----------------------------------------------------------------------------- flat maps
+_NO_FUNNEL = [0] * len(STAGES)
 
 
-def _flat_add(flat: list[Any], key: Any, by: int) -> None:
-    for i in range(0, len(flat), 2):
-        if flat[i] == key:
-            flat[i + 1] += by
-            return
-    flat.append(key)
-    flat.append(by)
+def new_profile(t: int) -> list[Any]:
+    return [0, 0, t, t, t, 0, 0, 0, None, False, 0, None, None, None, t, *_NO_FUNNEL]
 
 
-def _flat_get(flat: list[Any] | None, key: Any) -> int:
-    if flat:
-        for i in range(0, len(flat), 2):
-            if flat[i] == key:
-                return int(flat[i + 1])
-    return 0
+# ----------------------------------------------------------------------------- small maps
 
 
-def _flat_dict(flat: list[Any] | None) -> dict[str, int]:
-    return {} if not flat else {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+def _add_revenue(flat: Sequence[Any] | None, currency: str, minor: int) -> tuple[Any, ...]:
+    """(currency, minor, ...) sorted by currency, with ``minor`` added to ``currency``."""
+    out = list(flat or ())
+    for i in range(0, len(out), 2):
+        if out[i] == currency:
+            out[i + 1] += minor
+            return tuple(out)
+        if out[i] > currency:
+            out[i:i] = (currency, minor)
+            return tuple(out)
+    out += (currency, minor)
+    return tuple(out)
 
 
-def _flat_sum(a: list[Any] | None, b: list[Any] | None) -> list[Any] | None:
-    if not b:
-        return a
-    out = list(a or ())
-    for i in range(0, len(b), 2):
-        _flat_add(out, b[i], b[i + 1])
-    return out
-
-
-def _tags_dict(flat: list[Any] | None) -> Tags:
+def _tags_dict(flat: Sequence[Any] | None) -> Tags:
     return {} if not flat else {flat[i]: [flat[i + 1], flat[i + 2]] for i in range(0, len(flat), 3)}
 
 
-def _tags_flat(tags: Tags) -> list[Any] | None:
+def _tags_flat(tags: Tags) -> tuple[Any, ...] | None:
     if not tags:
         return None
     out: list[Any] = []
     for name in sorted(tags):
         since, until = tags[name]
-        out += [_intern(name), since, until]
-    return out
+        out += (_intern(name), since, until)
+    return tuple(out)
 
 
-def _windows_dict(flat: list[Any] | None) -> dict[str, list[int]]:
-    return {} if not flat else {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+def _windows_dict(flat: Sequence[Any] | None) -> dict[str, list[int]]:
+    return {} if not flat else {flat[i]: list(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
-def _windows_flat(windows: Mapping[str, list[int]]) -> list[Any] | None:
+def _windows_flat(windows: Mapping[str, list[int]]) -> tuple[Any, ...] | None:
     out: list[Any] = []
     for cid in sorted(windows):
         if windows[cid]:
-            out += [cid, windows[cid]]
-    return out or None
+            out += (cid, tuple(windows[cid]))
+    return tuple(out) or None
+
+
+def _with_campaigns(named: Sequence[str] | None, more: Iterable[str], cap: int) -> tuple[tuple[str, ...], bool]:
+    """The named campaigns with ``more`` added, capped: the smallest names stay (a merge must not
+    depend on which side came first); the flag says some were left out."""
+    names = sorted({*(named or ()), *more})
+    return tuple(_intern(n) for n in names[:cap]), len(names) > cap
 
 
 class _Facts:
@@ -150,25 +161,23 @@ class _Facts:
 
     __slots__ = ("p",)
 
-    def __init__(self, p: list[Any]) -> None:
+    def __init__(self, p: Sequence[Any]) -> None:
         self.p = p
 
     def lifecycle(self) -> int:
         return int(self.p[STAGE])
 
     def used_channel(self, channel: str) -> bool:
-        return _flat_get(self.p[CHANNELS], channel) > 0
+        return bool(self.p[CHANNELS_USED] & _CHANNEL_BIT.get(channel, 0))
 
     def touched_campaign(self, campaign: str) -> bool:
-        return _flat_get(self.p[CAMPAIGNS], campaign) > 0
+        return campaign in (self.p[CAMPAIGNS] or ())
 
     def reached_funnel(self, stage_idx: int, or_later: bool) -> bool:
-        flat = self.p[FUNNEL]
-        for i in range(0, len(flat), 2):
-            got = STAGE_INDEX.get(flat[i], -1)
-            if got == stage_idx or (or_later and got > stage_idx):
-                return True
-        return False
+        p = self.p
+        if not or_later:
+            return bool(p[FUNNEL + stage_idx])
+        return any(p[FUNNEL + i] for i in range(stage_idx, len(STAGES)))
 
     def revenue_major(self) -> float:
         flat = self.p[REVENUE]
@@ -185,17 +194,19 @@ class _Facts:
 
 
 class Profiles:
-    __slots__ = ("_max_campaigns", "_pending", "_store", "config")
+    __slots__ = ("_default", "_max_campaigns", "_pending", "_rules", "_store", "config")
 
     def __init__(self, store: Store, config: ProfileConfig | None = None) -> None:
         self._store = store
         self.config = cfg = config or ProfileConfig()
         self._max_campaigns = cfg.max_campaigns
+        self._rules = cfg.rules
+        self._default = cfg.default_rules
         # (tenant, person) → None (changed) or (into, version, at) (merged away), in first-change order
         self._pending: dict[tuple[str, str], tuple[str, int, int] | None] = {}
 
     def rules_for(self, tenant_id: str) -> RuleSet:
-        return self.config.rules.get(tenant_id, self.config.default_rules)
+        return self._rules.get(tenant_id, self._default)
 
     @staticmethod
     def _key(tenant_id: str, person_id: str) -> str:
@@ -216,36 +227,40 @@ class Profiles:
         the person's won deals, as the attribution stage's deal registry decided (nothing for a
         repeat)."""
         tenant = tp.tenant_id
-        key = self._key(tenant, person_id)
+        key = f"{tenant}|{person_id}"
         store = self._store
         t = tp.occurred_at
-        p: list[Any] | None = store.get(key)
-        if p is None:
-            p = [0, 0, t, t, t, 0, 0, [], [], None, 0, 0, None, None, None, t]
-        rules = self.rules_for(tenant)
+        old: Sequence[Any] | None = store.get(key)
+        p = new_profile(t) if old is None else list(old)
         p[VER] += 1
         if t < p[FIRST]:
             p[FIRST] = t
-        if t > p[LAST]:
+        elif t > p[LAST]:
             p[LAST] = t
         p[EVENTS] += 1
-        bits = 0
+        ids = p[IDS]
         for id_type in tp.identities:
-            bits |= _ID_BIT.get(id_type, 0)
-        p[IDS] |= bits
-        _flat_add(p[CHANNELS], _intern(tp.channel), 1)
+            ids |= _ID_BIT.get(id_type, 0)
+        p[IDS] = ids
+        p[CHANNELS_USED] |= _CHANNEL_BIT.get(tp.channel, 0)
         if funnel_stage is not None:
-            _flat_add(p[FUNNEL], funnel_stage, 1)
-        campaign = tp.campaign_name
+            p[FUNNEL + STAGE_INDEX[funnel_stage]] += 1
+        camp = tp.campaign
+        campaign = None if camp is None else camp.get("name")
         if campaign is not None:
-            self._count_campaign(p, campaign, 1)
+            named = p[CAMPAIGNS]
+            if named is None:
+                p[CAMPAIGNS] = (_intern(campaign),) if self._max_campaigns else ()
+                p[MORE_CAMPAIGNS] = not self._max_campaigns
+            elif campaign not in named:
+                p[CAMPAIGNS], truncated = _with_campaigns(named, (campaign,), self._max_campaigns)
+                p[MORE_CAMPAIGNS] = p[MORE_CAMPAIGNS] or truncated
         if new_deals:
             p[DEALS] += new_deals
         for currency, change in revenue:
             if change:
-                if p[REVENUE] is None:
-                    p[REVENUE] = []
-                _flat_add(p[REVENUE], _intern(currency), change)
+                p[REVENUE] = _add_revenue(p[REVENUE], _intern(currency), change)
+        rules = self._rules.get(tenant, self._default)
         q = rules.event_stage(tp, funnel_stage)
         if q > p[STAGE]:
             p[STAGE], p[STAGE_AT] = q, t
@@ -254,17 +269,8 @@ class Profiles:
         if rules.tag_rules or p[TAGS]:
             self._tags(p, rules, t, tp, funnel_stage)
         p[UPDATED] = t
-        store.put(key, p)
+        store.put(key, tuple(p))
         self._pending.setdefault((tenant, person_id), None)
-
-    def _count_campaign(self, p: list[Any], campaign: str, by: int) -> None:
-        flat = p[CAMPAIGNS]
-        if flat is None:
-            flat = p[CAMPAIGNS] = []
-        elif len(flat) >= 2 * self._max_campaigns and _flat_get(flat, campaign) == 0:
-            p[CAMPAIGNS_OTHER] += by
-            return
-        _flat_add(flat, _intern(campaign), by)
 
     def _tags(
         self, p: list[Any], rules: RuleSet, t: int, tp: Touchpoint | None, funnel_stage: str | None
@@ -293,13 +299,13 @@ class Profiles:
             return
         store = self._store
         from_key = self._key(tenant_id, from_person_id)
-        loser: list[Any] | None = store.get(from_key)
+        loser: Sequence[Any] | None = store.get(from_key)
         if loser is None:
             return
         store.delete(from_key)
         self._pending[(tenant_id, from_person_id)] = (into_person_id, loser[VER] + 1, at_ms)
         into_key = self._key(tenant_id, into_person_id)
-        winner: list[Any] | None = store.get(into_key)
+        winner: Sequence[Any] | None = store.get(into_key)
         if winner is None:
             p = list(loser)
             p[VER] += 1
@@ -310,10 +316,10 @@ class Profiles:
             self._tags(p, rules, at_ms, None, None)
         if at_ms > p[UPDATED]:
             p[UPDATED] = at_ms
-        store.put(into_key, p)
+        store.put(into_key, tuple(p))
         self._pending.setdefault((tenant_id, into_person_id), None)
 
-    def _fold(self, a: list[Any], b: list[Any], tenant_id: str) -> list[Any]:
+    def _fold(self, a: Sequence[Any], b: Sequence[Any], tenant_id: str) -> list[Any]:
         p = list(a)
         p[VER] = max(a[VER], b[VER]) + 1
         if b[STAGE] > a[STAGE] or (b[STAGE] == a[STAGE] and b[STAGE_AT] < a[STAGE_AT]):
@@ -322,19 +328,18 @@ class Profiles:
         p[LAST] = max(a[LAST], b[LAST])
         p[EVENTS] = a[EVENTS] + b[EVENTS]
         p[IDS] = a[IDS] | b[IDS]
-        p[CHANNELS] = _flat_sum(a[CHANNELS], b[CHANNELS])
-        p[FUNNEL] = _flat_sum(a[FUNNEL], b[FUNNEL])
-        # Campaigns: both sides' counts, the largest kept by name under the cap (ties by name).
-        camps = _flat_dict(_flat_sum(a[CAMPAIGNS], b[CAMPAIGNS]))
-        other = a[CAMPAIGNS_OTHER] + b[CAMPAIGNS_OTHER]
-        if len(camps) > self._max_campaigns:
-            ranked = sorted(camps.items(), key=lambda kv: (-kv[1], kv[0]))
-            other += sum(n for _, n in ranked[self._max_campaigns:])
-            camps = dict(ranked[: self._max_campaigns])
-        p[CAMPAIGNS] = [x for kv in camps.items() for x in kv] or None
-        p[CAMPAIGNS_OTHER] = other
+        p[CHANNELS_USED] = a[CHANNELS_USED] | b[CHANNELS_USED]
+        if b[CAMPAIGNS]:
+            p[CAMPAIGNS], truncated = _with_campaigns(a[CAMPAIGNS], b[CAMPAIGNS], self._max_campaigns)
+            p[MORE_CAMPAIGNS] = a[MORE_CAMPAIGNS] or b[MORE_CAMPAIGNS] or truncated
+        else:
+            p[MORE_CAMPAIGNS] = a[MORE_CAMPAIGNS] or b[MORE_CAMPAIGNS]
         p[DEALS] = a[DEALS] + b[DEALS]
-        p[REVENUE] = _flat_sum(a[REVENUE], b[REVENUE])
+        if b[REVENUE]:
+            rev = a[REVENUE]
+            for i in range(0, len(b[REVENUE]), 2):
+                rev = _add_revenue(rev, b[REVENUE][i], b[REVENUE][i + 1])
+            p[REVENUE] = rev
         tags = _tags_dict(a[TAGS])
         fold_tags(tags, _tags_dict(b[TAGS]))
         p[TAGS] = _tags_flat(tags)
@@ -342,6 +347,8 @@ class Profiles:
         fold_windows(self.rules_for(tenant_id), windows, _windows_dict(b[WINDOWS]))
         p[WINDOWS] = _windows_flat(windows)
         p[UPDATED] = max(a[UPDATED], b[UPDATED])
+        for i in range(FUNNEL, SLOTS):
+            p[i] = a[i] + b[i]
         return p
 
     # --- output ---
@@ -350,12 +357,12 @@ class Profiles:
         if not self._pending:
             return []
         out: list[dict[str, Any]] = []
-        store = self._store
+        get = self._store.get
         for (tenant, person), merged in self._pending.items():
             if merged is not None:
                 out.append(merged_record(tenant, person, *merged))
                 continue
-            p = store.get(self._key(tenant, person))
+            p = get(f"{tenant}|{person}")
             if p is not None:  # (absent: merged away after a change, already recorded as such)
                 out.append(record(tenant, person, p))
         self._pending.clear()
@@ -370,10 +377,10 @@ class Profiles:
         self._pending.clear()
 
 
-def record(tenant_id: str, person_id: str, p: list[Any]) -> dict[str, Any]:
-    """One ``persons.profile`` record (schemas/person_profile.v1.json)."""
-    ids = p[IDS]
-    tags = _tags_dict(p[TAGS])
+def record(tenant_id: str, person_id: str, p: Sequence[Any]) -> dict[str, Any]:
+    """One ``persons.profile`` record (schemas/person_profile.v1.json). Built for every change
+    offline (and per batch live), so it mostly copies."""
+    rev, tags = p[REVENUE], p[TAGS]
     return {
         "tenant_id": tenant_id,
         "person_id": person_id,
@@ -385,16 +392,41 @@ def record(tenant_id: str, person_id: str, p: list[Any]) -> dict[str, Any]:
         "first_seen": p[FIRST],
         "last_seen": p[LAST],
         "events": p[EVENTS],
-        "identifier_types": [t for t in IDENTITY_TYPES if ids & _ID_BIT[t]],
-        "channels": dict(sorted(_flat_dict(p[CHANNELS]).items())),
-        "funnel_stages": {s: n for s, n in sorted(_flat_dict(p[FUNNEL]).items(), key=lambda kv: STAGES.index(kv[0]))},
-        "campaigns": dict(sorted(_flat_dict(p[CAMPAIGNS]).items())),
-        "campaigns_other": p[CAMPAIGNS_OTHER],
+        "identifier_types": list(_ID_NAMES.get(p[IDS]) or _names(p[IDS], IDENTIFIER_BITS, _ID_NAMES)),
+        "channels": list(_CH_NAMES.get(p[CHANNELS_USED]) or _names(p[CHANNELS_USED], CHANNEL_BITS, _CH_NAMES)),
+        "funnel_stages": _funnel(p),
+        "campaigns": list(p[CAMPAIGNS] or ()),
+        "campaigns_truncated": p[MORE_CAMPAIGNS],
         "deals_won": p[DEALS],
-        "revenue_minor": dict(sorted(_flat_dict(p[REVENUE]).items())),
-        "tags": [{"tag": name, "since": tags[name][0], "expires_at": tags[name][1]} for name in sorted(tags)],
+        "revenue_minor": {} if not rev else {rev[i]: rev[i + 1] for i in range(0, len(rev), 2)},
+        "tags": [] if not tags else [
+            {"tag": tags[i], "since": tags[i + 1], "expires_at": tags[i + 2]} for i in range(0, len(tags), 3)
+        ],
         "updated_at": p[UPDATED],
     }
+
+
+def _funnel(p: Sequence[Any]) -> dict[str, int]:
+    out = {}
+    i = FUNNEL
+    for stage in STAGES:
+        n = p[i]
+        if n:
+            out[stage] = n
+        i += 1
+    return out
+
+
+_ID_NAMES: dict[int, tuple[str, ...]] = {}
+_CH_NAMES: dict[int, tuple[str, ...]] = {}
+
+
+def _names(bits: int, order: tuple[str, ...], cache: dict[int, tuple[str, ...]]) -> tuple[str, ...]:
+    """Names of the set bits (cached per mask: at most 2^len(order) of them); identifier types
+    keep their strength order, channels are sorted."""
+    names = tuple(n for i, n in enumerate(order) if bits >> i & 1)
+    cache[bits] = names = names if order is IDENTIFIER_BITS else tuple(sorted(names))
+    return names
 
 
 def merged_record(tenant_id: str, person_id: str, into_person_id: str, version: int, at_ms: int) -> dict[str, Any]:

@@ -336,7 +336,7 @@ DEFAULT_STAGE_RULES: tuple[StageRule, ...] = (
 class RuleSet:
     """One tenant's compiled rules: the lifecycle (defaults where the file is silent) and tags."""
 
-    __slots__ = ("counts", "stage_rules", "tag_rules")
+    __slots__ = ("_by_identity", "_by_type", "_general", "counts", "stage_rules", "tag_rules")
 
     def __init__(self, stage_rules: Iterable[StageRule] = (), tag_rules: Iterable[TagRule] = ()) -> None:
         own = tuple(stage_rules)
@@ -351,14 +351,40 @@ class RuleSet:
                 if isinstance(c, CountCond):
                     counts.setdefault(c.id, c)
         self.counts: tuple[CountCond, ...] = tuple(counts.values())
+        # Stage rules run on every event, so the common shapes are tables: a rule that is only
+        # "type ..." is a lookup by type, one that is only "identity ..." a set test; the rest
+        # run as written, highest stage first.
+        self._by_type: dict[str, int] = {}
+        self._by_identity: list[tuple[int, frozenset[str]]] = []
+        general: list[tuple[int, tuple[EventCond, ...]]] = []
+        for rule in self.stage_rules:
+            idx = LIFECYCLE_INDEX[rule.stage]
+            (first, *more) = rule.conditions
+            if not more and first.kind == "type":
+                for t in first.values:
+                    self._by_type[t] = max(idx, self._by_type.get(t, 0))
+            elif not more and first.kind == "identity":
+                self._by_identity.append((idx, frozenset(first.values)))
+            else:
+                general.append((idx, rule.conditions))
+        self._by_identity.sort(key=lambda x: -x[0])
+        self._general = tuple(sorted(general, key=lambda x: -x[0]))
 
     def event_stage(self, tp: Touchpoint, funnel_stage: str | None) -> int:
         """The highest lifecycle stage this event qualifies the person for (0: anonymous)."""
-        best = 0
-        for rule in self.stage_rules:
-            idx = LIFECYCLE_INDEX[rule.stage]
-            if idx > best and all(c.holds(tp, funnel_stage) for c in rule.conditions):
+        best = self._by_type.get(tp.type, 0)
+        for idx, ids in self._by_identity:
+            if idx <= best:
+                break
+            if not ids.isdisjoint(tp.identities):
                 best = idx
+                break
+        for idx, conds in self._general:
+            if idx <= best:
+                break
+            if all(c.holds(tp, funnel_stage) for c in conds):
+                best = idx
+                break
         return best
 
     def text(self) -> str:

@@ -59,10 +59,10 @@ def test_a_journey_from_anonymous_to_customer() -> None:
     assert rec == p.get("acme", "p_1")
     assert rec["lifecycle_stage"] == "customer" and rec["lifecycle_stage_at"] == T0 + 3 * H
     assert (rec["first_seen"], rec["last_seen"], rec["events"]) == (T0 - H, T0 + 3 * H, 6)
-    assert rec["channels"] == {"ads": 1, "phone": 2, "web": 3}
+    assert rec["channels"] == ["ads", "phone", "web"]
     assert rec["funnel_stages"] == {"click": 1, "visit": 2, "interaction": 1, "lead": 1, "deal": 1}
     assert list(rec["funnel_stages"]) == ["click", "visit", "interaction", "lead", "deal"]  # funnel order
-    assert rec["campaigns"] == {"spring": 2} and rec["campaigns_other"] == 0
+    assert rec["campaigns"] == ["spring"] and rec["campaigns_truncated"] is False
     assert (rec["deals_won"], rec["revenue_minor"]) == (1, {"EUR": 12_345})
     assert rec["identifier_types"] == ["crm_contact_id", "email", "anonymous_id"]
     assert rec["version"] == 6 and rec["status"] == "active" and rec["merged_into"] is None
@@ -82,7 +82,7 @@ def test_campaigns_beyond_the_cap_are_summed_not_named() -> None:
     for i, name in enumerate(("a", "b", "c", "a", "d")):
         observe(p, tp(i, campaign=name))
     rec = p.get("acme", "p_1")
-    assert rec is not None and rec["campaigns"] == {"a": 2, "b": 1} and rec["campaigns_other"] == 2
+    assert rec is not None and rec["campaigns"] == ["a", "b"] and rec["campaigns_truncated"] is True
 
 
 def test_merge_folds_tombstones_and_versions() -> None:
@@ -96,7 +96,7 @@ def test_merge_folds_tombstones_and_versions() -> None:
     assert loser == {"tenant_id": "acme", "person_id": "p_b", "version": 3, "status": "merged",
                      "merged_into": "p_a", "updated_at": T0 + 2 * H}
     assert winner["person_id"] == "p_a" and winner["version"] == 3  # above both sides' (2 and 1)
-    assert winner["events"] == 3 and winner["campaigns"] == {"x": 2} and winner["first_seen"] == T0
+    assert winner["events"] == 3 and winner["campaigns"] == ["x"] and winner["first_seen"] == T0
     assert winner["lifecycle_stage"] == "lead" and winner["updated_at"] == T0 + 2 * H
     assert p.get("acme", "p_b") is None
     p.merge("acme", "p_b", "p_a", T0 + 3 * H)  # already gone: nothing happens
@@ -232,5 +232,19 @@ def test_the_pipeline_folds_profiles_on_identity_merges_and_replays_identically(
     assert len(merged) == 1
     final = {r["person_id"]: r for r in recs}
     (alive,) = [r for r in final.values() if r["status"] == "active"]
-    assert alive["events"] == 4 and alive["campaigns"] == {"spring": 2} and alive["lifecycle_stage"] == "known"
+    assert alive["events"] == 4 and alive["campaigns"] == ["spring"] and alive["lifecycle_stage"] == "known"
     assert alive["person_id"] == merged[0]["merged_into"]
+
+
+def test_persisted_bit_orders_cover_the_contract_and_only_grow() -> None:
+    """Profiles in state hold channels and identifier types as bit masks: a new channel or type
+    must be appended (a reordering would silently relabel every stored profile)."""
+    from streams.core.model import CHANNELS, IDENTITY_TYPES
+    from streams.core.profiles import CHANNEL_BITS, IDENTIFIER_BITS
+
+    assert set(CHANNEL_BITS) == CHANNELS and len(CHANNEL_BITS) == len(CHANNELS)
+    assert set(IDENTIFIER_BITS) == set(IDENTITY_TYPES) and len(IDENTIFIER_BITS) == len(IDENTITY_TYPES)
+    assert CHANNEL_BITS[:10] == ("web", "live_chat", "whatsapp", "messenger", "email", "social", "b2b_platform",
+                                 "phone", "ads", "other")
+    assert IDENTIFIER_BITS[:7] == ("user_id", "crm_contact_id", "email", "phone", "whatsapp_id", "messenger_psid",
+                                   "anonymous_id")

@@ -304,3 +304,16 @@ def test_folds_keep_every_tag_and_the_latest_times() -> None:
     w = {cond.id: [1, 5], "gone": [1]}
     fold_windows(rules, w, {cond.id: [3, 9], "other": [2]})
     assert w == {cond.id: [5, 9]}
+
+
+@settings(max_examples=300, deadline=None)
+@given(rules_st, st.sampled_from(sorted(TYPES)), st.sampled_from(sorted(CHANNELS)),
+       st.lists(st.sampled_from(IDENTITY_TYPES), min_size=1, max_size=3, unique=True),
+       st.one_of(st.none(), st.sampled_from(STAGES)), st.one_of(st.none(), st.integers(0, 10**6)))
+def test_the_compiled_stage_rules_decide_as_the_rules_read(parts: Any, etype: str, channel: str, ids: list[str],
+                                                          funnel: str | None, value: int | None) -> None:
+    rules = RuleSet(parts[0], parts[1])
+    ev = tp(etype, channel=channel, value=value, ids={t: "x" for t in ids})
+    naive = max([LIFECYCLE.index(r.stage) for r in rules.stage_rules
+                 if all(c.holds(ev, funnel) for c in r.conditions)], default=0)
+    assert rules.event_stage(ev, funnel) == naive
