@@ -42,6 +42,8 @@ OUTPUT_FILES: tuple[tuple[str, str], ...] = (
     ("pages", "pages.jsonl"),
     ("funnel", "funnel.jsonl"),
     ("anomalies", "anomalies.jsonl"),
+    ("profiles", "profiles.jsonl"),
+    ("attribution", "attribution.jsonl"),
 )
 TICK_MS = 1000  # advance clocks whenever event time crosses a second: deterministic and cheap
 PROGRESS_EVERY = 1024  # lines between progress updates (a clock read each: negligible)

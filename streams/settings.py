@@ -31,6 +31,8 @@ The embedded ClickHouse engine is single-process: several workers on it run
 | TOUCHSTREAM_ALLOWED_LATENESS_S | 300 | late events within this land in their session / window |
 | TOUCHSTREAM_IDLE_ADVANCE_S | 60 | idle tenant: its watermark follows the wall clock after this |
 | TOUCHSTREAM_FUNNEL_WINDOW_S | 60 | funnel tumbling window |
+| TOUCHSTREAM_RULES_DIR | – | lifecycle/tag rules: ``<dir>/<tenant_id>.rules``; ``default.rules`` for the rest |
+| TOUCHSTREAM_ATTRIBUTION_LOOKBACK_DAYS | 90 | touches older than this before a deal get no credit |
 | TOUCHSTREAM_NOTIFIERS_FILE | – | notifiers + paging routes/grouping/stall config (deploy/notifiers.example.json) |
 | TOUCHSTREAM_NOTIFIERS | – | JSON ``{"name": "pagerduty+https://...?routing_key=..."}``; adds to / overrides the file |
 | TOUCHSTREAM_SLA_POLICIES | – | path to an SLA policy JSON file (built-in defaults when unset) |
@@ -117,6 +119,8 @@ class Settings:
     idle_advance_ms: int
     funnel_window_ms: int
     sla_policies_path: str | None
+    rules_dir: str | None
+    attribution_lookback_ms: int
     process_batch: int
     produce_batch_bytes: int
     sink_batch_rows: int
@@ -160,6 +164,8 @@ class Settings:
             idle_advance_ms=_int(env, "TOUCHSTREAM_IDLE_ADVANCE_S", 60) * 1000,
             funnel_window_ms=_int(env, "TOUCHSTREAM_FUNNEL_WINDOW_S", 60) * 1000,
             sla_policies_path=env.get("TOUCHSTREAM_SLA_POLICIES") or None,
+            rules_dir=env.get("TOUCHSTREAM_RULES_DIR") or None,
+            attribution_lookback_ms=_int(env, "TOUCHSTREAM_ATTRIBUTION_LOOKBACK_DAYS", 90) * 86_400_000,
             process_batch=_int(env, "TOUCHSTREAM_PROCESS_BATCH", 2000),
             produce_batch_bytes=_int(env, "TOUCHSTREAM_PRODUCE_BATCH_BYTES", 524_288),
             sink_batch_rows=_int(env, "TOUCHSTREAM_SINK_BATCH_ROWS", 20_000),

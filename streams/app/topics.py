@@ -18,6 +18,8 @@ RESPONSE_TIMES = "sla.response_times"  # key = wait_id (schemas/response_time.v1
 PAGES = "sla.pages"  # key = dedup_key: pages to deliver (schemas/page.v1.json)
 FUNNEL = "funnel.live"  # key = tenant_id (schemas/funnel_window.v1.json)
 ANOMALIES = "funnel.anomalies"  # key = anomaly_id (schemas/anomaly.v1.json)
+PROFILES = "persons.profile"  # compacted, key = person_id (schemas/person_profile.v1.json)
+ATTRIBUTION = "attribution.credits"  # key = deal_id (schemas/attribution_credit.v1.json)
 
 #: Outputs of the process stage → the field of :class:`streams.core.pipeline.Outputs` and the key field.
 PROCESS_OUTPUTS: tuple[tuple[str, str, str], ...] = (
@@ -29,16 +31,25 @@ PROCESS_OUTPUTS: tuple[tuple[str, str, str], ...] = (
     (PAGES, "pages", "dedup_key"),
     (FUNNEL, "funnel", "tenant_id"),
     (ANOMALIES, "anomalies", "anomaly_id"),
+    (PROFILES, "profiles", "person_id"),
+    (ATTRIBUTION, "attribution", "deal_id"),
 )
 
 #: The raw topic stamps each record with the broker's append time (not the producer's clock): the
 #: process stage measures how old a backlog is from it (streams/runtime/backlog.py).
 RAW_CONFIG: dict[str, str] = {"message.timestamp.type": "LogAppendTime"}
 
+#: The profile topic holds the latest profile per person (a table, not a history): compacted, so a
+#: downstream service that starts from the beginning reads each person once, not every revision.
+#: Deleted records are not used (a merged-away person stays as a ``merged`` record pointing on).
+PROFILES_CONFIG: dict[str, str] = {"cleanup.policy": "compact", "min.compaction.lag.ms": "3600000"}
+
 ALL: tuple[str, ...] = (RAW, DLQ, VALID, *(t for t, _, _ in PROCESS_OUTPUTS))
 
 #: Topics the ClickHouse sink reads (one table each; see streams.clickhouse.rows.SPECS).
-SINK_TOPICS: tuple[str, ...] = (ENRICHED, SESSIONS, MERGES, SLA_EVENTS, RESPONSE_TIMES, FUNNEL, ANOMALIES)
+SINK_TOPICS: tuple[str, ...] = (
+    ENRICHED, SESSIONS, MERGES, SLA_EVENTS, RESPONSE_TIMES, FUNNEL, ANOMALIES, PROFILES, ATTRIBUTION,
+)
 
 
 def consumer_group(app_id: str, topic: str, role: str = "all") -> str:
@@ -72,4 +83,5 @@ async def ensure_all(settings: Settings) -> list[str]:
     changelog = changelog_topic(settings.app_id)
     return await ensure_topics(settings.bootstrap, [*(settings.topic(t) for t in ALL), changelog],
                                settings.partitions, settings.replication, settings,
-                               configs={changelog: CHANGELOG_CONFIG, settings.topic(RAW): RAW_CONFIG})
+                               configs={changelog: CHANGELOG_CONFIG, settings.topic(RAW): RAW_CONFIG,
+                                        settings.topic(PROFILES): PROFILES_CONFIG})

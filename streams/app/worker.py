@@ -30,8 +30,11 @@ import orjson
 from streams.app import pages, process, validate
 from streams.app import sink as sink_mod
 from streams.clickhouse.client import ClickHouse
+from streams.core.attribution import AttributionConfig
 from streams.core.pipeline import PipelineConfig
+from streams.core.profiles import ProfileConfig
 from streams.core.sla import PolicySet
+from streams.core.tagrules import RuleError, parse_rules
 from streams.runtime.health import BrokerProbe
 from streams.runtime.lag import LagReporter
 from streams.runtime.looplag import probe_loop_lag
@@ -61,6 +64,10 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
             raise ConfigError(f"TOUCHSTREAM_SLA_POLICIES={path}: {exc}") from exc
     from streams.notify import paging_config
 
+    try:
+        attribution = AttributionConfig(lookback_ms=settings.attribution_lookback_ms)
+    except ValueError as exc:
+        raise ConfigError(f"TOUCHSTREAM_ATTRIBUTION_LOOKBACK_DAYS: {exc}") from exc
     return PipelineConfig(
         paging=paging_config(os.environ),
         dedup_window_ms=settings.dedup_window_ms,
@@ -71,7 +78,30 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         funnel_window_ms=settings.funnel_window_ms,
         policies=policies,
         pseudonyms=settings.pseudonymiser(),
+        profiles=profile_config(settings.rules_dir),
+        attribution=attribution,
     )
+
+
+def profile_config(rules_dir: str | None) -> ProfileConfig:
+    """Each tenant's rule file ``<dir>/<tenant_id>.rules``, parsed at start-up so a mistake stops
+    the worker with the file and line (a marketer's typo must not surface as wrong tags later).
+    ``default.rules`` replaces the built-in rules for tenants without a file of their own."""
+    if not rules_dir:
+        return ProfileConfig()
+    root = Path(rules_dir)
+    if not root.is_dir():
+        raise ConfigError(f"TOUCHSTREAM_RULES_DIR={root}: not a directory")
+    rules = {}
+    for path in sorted(root.glob("*.rules")):
+        try:
+            rules[path.stem] = parse_rules(path.read_text(encoding="utf-8"), str(path))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from exc
+        except (RuleError, UnicodeDecodeError) as exc:
+            raise ConfigError(str(exc)) from exc
+    default = rules.pop("default", None)
+    return ProfileConfig(rules=rules) if default is None else ProfileConfig(rules=rules, default_rules=default)
 
 
 class Worker:

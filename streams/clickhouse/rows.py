@@ -16,7 +16,7 @@ rows then collapse only when their old key *and* their identity are equal.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from hashlib import blake2b
@@ -25,6 +25,8 @@ from typing import Any
 import orjson
 
 from streams.app import topics
+from streams.core.roi import CostRow
+from streams.core.stages import STAGES
 
 
 def dt(ms: int | None) -> datetime:
@@ -112,6 +114,34 @@ def anomaly_row(r: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def profile_row(r: dict[str, Any]) -> tuple[Any, ...]:
+    funnel = r.get("funnel_stages") or {}
+    reached = [s for s in STAGES if funnel.get(s)]
+    revenue = {k: int(v) for k, v in (r.get("revenue_minor") or {}).items()}
+    tags = r.get("tags") or []
+    first = r.get("first_seen")
+    return (
+        r["tenant_id"], r["person_id"], int(r["version"]), r["status"], _s(r.get("merged_into")),
+        _s(r.get("lifecycle_stage")), dt(r.get("lifecycle_stage_at")), dt(first), dt(r.get("last_seen")),
+        int(r.get("events") or 0), list(r.get("identifier_types") or []), list(r.get("channels") or []),
+        {k: int(v) for k, v in funnel.items()}, reached[-1] if reached else "", list(r.get("campaigns") or []),
+        1 if r.get("campaigns_truncated") else 0, int(r.get("deals_won") or 0), revenue, sum(revenue.values()),
+        [t["tag"] for t in tags], [dt(t["since"]) for t in tags],
+        [None if t.get("expires_at") is None else dt(t["expires_at"]) for t in tags], dt(r.get("updated_at")),
+    )
+
+
+def credit_row(r: dict[str, Any]) -> tuple[Any, ...]:
+    touch_at = r.get("touch_at")
+    return (
+        r["tenant_id"], r["deal_id"], int(r["revision"]), r["credit_id"], r.get("supersedes"), r["kind"],
+        r["reason"], r["model"], r["person_id"], r.get("touch_index"), int(r.get("touch_count") or 0),
+        _s(r.get("touch_event_id")), None if touch_at is None else dt(touch_at), _s(r.get("channel")),
+        _s(r.get("campaign")), int(r["credit_minor"]), int(r["deal_value_minor"]), r["currency"],
+        int(r["currency_exponent"]), dt(r["deal_at"]), int(r["lookback_ms"]), dt(r["attributed_at"]),
+    )
+
+
 def record_key(identity: tuple[Any, ...]) -> int:
     """UInt64 hash of a record's identity. Two distinct records collide only if their natural
     key columns are equal too (the hash is appended to them), so 64 bits are plenty."""
@@ -185,4 +215,35 @@ SPECS: tuple[TableSpec, ...] = (
         # detected_at: the end of the window whose evaluation raised the record; one record per
         # incident, status and window (streams/core/anomaly.py)
         ("tenant_id", "anomaly_id", "status", "detected_at")),
+    TableSpec(topics.PROFILES, "person_profiles", (
+        "tenant_id", "person_id", "version", "status", "merged_into", "lifecycle_stage", "lifecycle_stage_at",
+        "first_seen", "last_seen", "events", "identifier_types", "channels", "funnel_stages", "max_funnel_stage",
+        "campaigns", "campaigns_truncated", "deals_won", "revenue_minor", "revenue_total_minor", "tags", "tag_since",
+        "tag_expires_at", "updated_at",
+    ), profile_row,
+        # the latest profile per person: every record is the whole profile with a growing version,
+        # and the table (ReplacingMergeTree(version)) keeps the newest of one person's records
+        ("tenant_id", "person_id")),
+    TableSpec(topics.ATTRIBUTION, "attribution_credits", (
+        "tenant_id", "deal_id", "revision", "credit_id", "supersedes", "kind", "reason", "model", "person_id",
+        "touch_index", "touch_count", "touch_event_id", "touch_at", "channel", "campaign", "credit_minor",
+        "deal_value_minor", "currency", "currency_exponent", "deal_at", "lookback_ms", "attributed_at",
+    ), credit_row,
+        # every revision of a deal stays (a revision retracts the last one with negated credits);
+        # credit_id hashes tenant, deal, revision, kind, model and touch
+        ("tenant_id", "deal_id", "revision", "credit_id")),
 )
+
+
+#: ``campaign_costs`` (a cost feed, not a topic: loaded by a command, streams/core/roi.py parse_cost_feed)
+COST_COLUMNS: tuple[str, ...] = ("tenant_id", "day", "channel", "campaign", "currency", "cost_micros", "source")
+
+
+def cost_rows(rows: Iterable[CostRow], source: str) -> list[tuple[Any, ...]]:
+    """Cost feed rows (roi.CostRow) summed per table key, ready for ``ClickHouse.insert``: one
+    insert per feed, so a re-load replaces each (tenant, day, channel, campaign, currency)."""
+    sums: dict[tuple[Any, ...], int] = {}
+    for r in rows:
+        key = (r.tenant_id, r.day, r.channel, r.campaign, r.currency)
+        sums[key] = sums.get(key, 0) + r.cost_micros
+    return [(*key, micros, source) for key, micros in sorted(sums.items())]

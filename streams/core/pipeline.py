@@ -22,13 +22,15 @@ from typing import Any
 import orjson
 
 from streams.core.anomaly import AnomalyDetector, DetectorConfig
+from streams.core.attribution import Attribution, AttributionConfig
 from streams.core.contract import format_timestamp, to_valid_dict
 from streams.core.deadletter import dlq_record
 from streams.core.dedup import DedupWindow, SourceOffsets
 from streams.core.funnel import FunnelAggregator, FunnelConfig
-from streams.core.identity import IdentityConfig, IdentityGraph
+from streams.core.identity import IdentityConfig, IdentityGraph, event_person_id
 from streams.core.model import Touchpoint
 from streams.core.paging import Pager, PagingConfig
+from streams.core.profiles import ProfileConfig, Profiles
 from streams.core.pseudonym import Pseudonymiser
 from streams.core.sessions import SessionConfig, Sessionizer
 from streams.core.sla import PolicySet, SlaEngine
@@ -38,6 +40,7 @@ from streams.core.state import MemoryStore
 #: Namespaces of persistent state; each is one MemoryStore and one key prefix in the changelog.
 NAMESPACES: tuple[str, ...] = (
     "dedup", "source", "watermark", "clock", "identity", "sessions", "sla", "paging", "funnel", "anomaly",
+    "profiles", "attribution",
 )
 
 
@@ -59,6 +62,10 @@ class PipelineConfig:
     #: identifiers of configured tenants leave pseudonymised (applied in ``process`` after identity
     #: resolution; streams/core/pseudonym.py)
     pseudonyms: Pseudonymiser | None = None
+    #: person profiles: per-tenant lifecycle and tag rules (streams/core/profiles.py, tagrules.py)
+    profiles: ProfileConfig = field(default_factory=ProfileConfig)
+    #: multi-touch attribution: look-back, touch types, models (streams/core/attribution.py)
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
 
 
 @dataclass
@@ -75,16 +82,24 @@ class Outputs:
     anomalies: list[dict[str, Any]] = field(default_factory=list)
     #: events the core refused (schemas/dlq.v1.json records: ``future_timestamp``, ``too_late``)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    profiles: list[dict[str, Any]] = field(default_factory=list)
+    attribution: list[dict[str, Any]] = field(default_factory=list)
     duplicates: int = 0
     late_sessions: int = 0
     late_funnel: int = 0
+    #: deal events without a usable value.amount: registered with value 0 (a later value revises them)
+    deals_without_value: int = 0
+    #: events whose identifiers are all junk: no person, so no profile (a deal still gets attributed)
+    unprofiled: int = 0
 
     def clear(self) -> None:
         for name in (
             "enriched", "merges", "sessions", "sla", "response_times", "pages", "funnel", "anomalies", "dead_letters",
+            "profiles", "attribution",
         ):
             getattr(self, name).clear()
         self.duplicates = self.late_sessions = self.late_funnel = 0
+        self.deals_without_value = self.unprofiled = 0
 
 
 class Pipeline:
@@ -103,6 +118,8 @@ class Pipeline:
         self.pager = Pager(self.stores["paging"], cfg.paging)
         self.funnel = FunnelAggregator(self.stores["funnel"], FunnelConfig(window_ms=cfg.funnel_window_ms))
         self.detector = AnomalyDetector(self.stores["anomaly"], cfg.detector)
+        self.profiles = Profiles(self.stores["profiles"], cfg.profiles)
+        self.attribution = Attribution(self.stores["attribution"], cfg.attribution)
         self.out = Outputs()
         # tenant -> wall ms of its last event (processing-time fallback); not persisted: after a
         # restart the fallback simply starts counting again.
@@ -128,6 +145,8 @@ class Pipeline:
         self.pager.rebuild()
         self.funnel.rebuild()
         self.detector.rebuild()
+        self.attribution.rebuild()
+        self.profiles.discard_pending()
         self._last_wall.clear()
         self._last_window.clear()
 
@@ -184,6 +203,10 @@ class Pipeline:
             out.merges.append(rec)
             if merge.status == "merged":
                 self.sessions.merge_persons(tenant, merge.from_person_id, merge.into_person_id)
+                self.profiles.merge(tenant, merge.from_person_id, merge.into_person_id, tp.occurred_at)
+                out.attribution.extend(
+                    self.attribution.merge(tenant, merge.from_person_id, merge.into_person_id, tp.occurred_at)
+                )
         person_id = res.person_id
 
         stage = self.config.stage_map.stage_of(tenant, tp.type)
@@ -205,6 +228,9 @@ class Pipeline:
         ):
             out.late_funnel += 1
 
+        self._profile(public, person_id, stage, bool(res.ignored) and person_id == event_person_id(
+            tenant, tp.event_id))
+
         enriched = to_valid_dict(public)
         enriched["person_id"] = person_id
         enriched["session_id"] = assignment.session_id
@@ -223,6 +249,28 @@ class Pipeline:
         self.out.dead_letters.append(
             dlq_record(reason, detail, orjson.dumps(original), tp.source, at, tp.tenant_id.encode())
         )
+
+    def _profile(self, tp: Touchpoint, person_id: str, stage: str | None, throwaway: bool) -> None:
+        """Attribution first (its deal registry decides what a deal adds), then the profile.
+        A throwaway person (all identifiers junk) gets no profile; its deal is still credited,
+        to "no touch", so attributed revenue stays whole."""
+        out = self.out
+        if throwaway:
+            out.unprofiled += 1
+            if tp.type not in self.config.attribution.deal_types:
+                return
+        res = self.attribution.observe(tp, person_id)
+        if res.records:
+            out.attribution.extend(res.records)
+        if res.bad_value:
+            out.deals_without_value += 1
+        if throwaway:
+            return
+        deal = res.deal
+        if deal is None:
+            self.profiles.observe(tp, person_id, stage)
+        else:
+            self.profiles.observe(tp, person_id, stage, deal.new_deals, deal.revenue)
 
     def _route_sla(self, records: list[dict[str, Any]], now_ms: int) -> None:
         for rec in records:
@@ -265,6 +313,7 @@ class Pipeline:
                 self._observe_silence(tenant)
             # the event-time watermark, not ``wm``: the floor ``process`` checks is computed from it
             self.dedup.expire(tenant, max_seen - self.config.allowed_lateness_ms)
+            self.attribution.expire(tenant, wm)
 
     def fire_timers(self, now_ms: int, input_complete_ms: int | None = None) -> None:
         """SLA warnings/breaches and page windows/escalations due at ``now_ms`` (no watermark work).
@@ -340,6 +389,7 @@ class Pipeline:
 
     def drain(self) -> Outputs:
         """Everything emitted since the last drain: the one exit of the stage (live and offline)."""
+        self.out.profiles.extend(self.profiles.flush())
         out, self.out = self.out, Outputs()
         return out
 

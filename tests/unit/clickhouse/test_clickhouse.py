@@ -48,7 +48,7 @@ def test_upgrade_adds_cohort_conversion_without_touching_old_rows(chdb_path: Pat
                "campaign": None, "stage": "click", "events": 12, "persons": 10}
         client.insert("funnel_minute", [SPECS_BY_TABLE["funnel_minute"].to_row(row)[:-1]],
                       SPECS_BY_TABLE["funnel_minute"].columns[:-1])
-        assert migrate(client) == [m.version for m in load()][4:] and migrate(client) == []
+        assert migrate(client) == [m.version for m in load()[4:]] and migrate(client) == []
         insert(client, "funnel_minute", [dict(row, window_start=t + 60_000, window_end=t + 120_000, converted=7)])
         got = client.query(f"SELECT converted FROM {client.db}.funnel_minute ORDER BY window_start")
         assert [r[0] for r in got] == [None, 7]

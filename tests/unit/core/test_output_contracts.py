@@ -32,16 +32,21 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from streams.app import topics
 from streams.app.deadletters import LATER_STAGE_REASONS
-from streams.core import paging, sla
+from streams.core import attribution, paging, sla
+from streams.core.attribution import MODELS
 from streams.core.contract import REASONS
 from streams.core.deadletter import MAX_ORIGINAL_BYTES, dlq_record
 from streams.core.model import CHANNELS, IDENTITY_TYPES, PRIORITIES, TYPES
 from streams.core.pipeline import PipelineConfig
+from streams.core.profiles import ProfileConfig
 from streams.core.pseudonym import Pseudonymiser
 from streams.core.stages import STAGES
+from streams.core.tagrules import LIFECYCLE, parse_rules
 from streams.devtools import simulate
 from streams.devtools.simulate import Incident
 from streams.offline import OUTPUT_FILES, run
+
+OUTPUT_ATTRS = tuple(attr for attr, _ in OUTPUT_FILES)
 
 SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 
@@ -56,6 +61,8 @@ CONTRACTS: dict[str, tuple[str, str]] = {
     topics.FUNNEL: ("funnel", "funnel_window.v1.json"),
     topics.ANOMALIES: ("anomalies", "anomaly.v1.json"),
     topics.PAGES: ("pages", "page.v1.json"),
+    topics.PROFILES: ("profiles", "person_profile.v1.json"),
+    topics.ATTRIBUTION: ("attribution", "attribution_credit.v1.json"),
 }
 #: Topics without a published output JSON Schema: the input contract (touchpoint.v1.json), internal topic.
 NO_OUTPUT_SCHEMA = {topics.RAW, topics.VALID}
@@ -67,6 +74,11 @@ ALWAYS_HERE_BUT_OPTIONAL: dict[tuple[str, str], str] = {
 }
 
 START = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+#: tags on the hand-made tenant: one that expires, one that stays
+TAG_RULES = """
+tag browsing when 2 or more page_view within 1h expires after 1d
+tag customer_tag when stage customer
+"""
 DURATION_S = 1500
 TENANT = "contracts-test"  # the hand-made edge cases
 PLUS_ONE = timezone(timedelta(hours=1))
@@ -118,7 +130,16 @@ def _edge_cases(t0: int) -> Iterator[dict[str, Any]]:
     # junk identifier: a throw-away person; unknown top-level members pass through as `extra`
     yield ev(15, "page_view", {"anonymous_id": "null"}, x_experiment={"arm": "b"}, x_flag=True)
     yield ev(16, "deal_won", {"crm_contact_id": "c-4"}, channel="phone", value={"amount": 99.5, "currency": "EUR"},
-             campaign={"name": "spring", "source": "google"})
+             campaign={"name": "spring", "source": "google"}, properties={"deal_id": "D-1"})
+    # attribution revisions: a late ad click before the deal, a device linked after it (a merge),
+    # the deal re-sent with a corrected value; a deal without a value; a deal of a junk identifier
+    yield ev(12.5, "ad_click", {"anonymous_id": "a-4"}, "ads", campaign={"name": "spring", "source": "google"})
+    yield ev(13, "page_view", {"anonymous_id": "a-6"}, campaign={"name": "summer"}, page={"url": "https://x.example/s"})
+    yield ev(17, "identify", {"anonymous_id": "a-6", "crm_contact_id": "c-4"})
+    yield ev(18, "deal_won", {"crm_contact_id": "c-4"}, channel="phone", value={"amount": 120.25, "currency": "EUR"},
+             properties={"deal_id": "D-1"})
+    yield ev(19, "deal_won", {"email": "three@example.com"}, channel="phone")
+    yield ev(20, "deal_won", {"anonymous_id": "test"}, channel="phone", value={"amount": 5, "currency": "JPY"})
     # SLA: urgent live chat, an integer id, nulls and a producer member on the conversation;
     # closed after its breach, reopened, an auto-reply that does not count, a quick and a slower reply
     conv = {"id": 4711, "agent_id": None, "team": None, "priority": "urgent", "subject": "refund"}
@@ -158,8 +179,11 @@ def emitted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str
     lines += [orjson.dumps(e) for e in _edge_cases(_at(DURATION_S + 60))]
     lines += _bad_lines()
     out = tmp_path_factory.mktemp("contracts")
-    config = PipelineConfig(pseudonyms=Pseudonymiser("a-long-enough-test-salt", tenants=("northwind-b2b", TENANT)),
-                            paging=PAGING)
+    config = PipelineConfig(
+        pseudonyms=Pseudonymiser("a-long-enough-test-salt", tenants=("northwind-b2b", TENANT)),
+        paging=PAGING,
+        profiles=ProfileConfig(rules={TENANT: parse_rules(TAG_RULES, "contracts.rules")}),
+    )
     run(lines, out, config)
     records = {attr: [orjson.loads(x) for x in (out / name).read_bytes().splitlines()] for attr, name in
                (*OUTPUT_FILES, ("dlq", "dlq.jsonl"))}
@@ -250,6 +274,14 @@ def test_closed_sets_are_the_codes_own() -> None:
         paging.KIND_ESCALATION}
     waits = _schema("page.v1.json")["properties"]["details"]["properties"]["waits"]["items"]
     assert set(waits["required"]) == set(waits["properties"]) == set(paging._LISTED_FIELDS)
+    assert enum("person_profile.v1.json", "properties", "lifecycle_stage") == set(LIFECYCLE)
+    assert enum("person_profile.v1.json", "properties", "identifier_types", "items") == set(IDENTITY_TYPES)
+    assert enum("person_profile.v1.json", "properties", "channels", "items") == channels
+    assert enum("person_profile.v1.json", "properties", "funnel_stages", "propertyNames") == stages
+    assert enum("attribution_credit.v1.json", "properties", "model") == set(MODELS)
+    assert enum("attribution_credit.v1.json", "properties", "channel") == channels | {None}
+    assert enum("attribution_credit.v1.json", "properties", "kind") == set(attribution.KINDS)
+    assert enum("attribution_credit.v1.json", "properties", "reason") == set(attribution.REASONS)
 
 
 # --------------------------------------------------------------------------------------- records
@@ -323,6 +355,15 @@ def test_the_run_reached_every_branch_worth_a_contract(emitted: dict[str, list[d
     assert any(v.startswith("h:") for r in emitted["enriched"] for v in r["identities"].values())
     assert {"oversized", "invalid_field", "not_json", "invalid_utf8"} <= {r["reason"] for r in emitted["dlq"]}
     assert any(r["dead_lettered_at"].startswith("1970-") for r in emitted["dlq"])
+    assert {r["status"] for r in emitted["profiles"]} == {"active", "merged"}
+    tags = [t for r in emitted["profiles"] for t in r.get("tags", ())]
+    assert {t["expires_at"] is None for t in tags} == {True, False}
+    assert {r["lifecycle_stage"] for r in emitted["profiles"] if r["status"] == "active"} == set(LIFECYCLE)
+    assert {r["kind"] for r in emitted["attribution"]} == {"credit", "retraction"}
+    assert {r["reason"] for r in emitted["attribution"]} == {"deal", "deal_updated", "touch", "merge"}
+    assert {r["model"] for r in emitted["attribution"]} == set(MODELS)
+    assert any(r["touch_event_id"] is None for r in emitted["attribution"])  # the junk person's deal
+    assert any(r["currency_exponent"] == 0 for r in emitted["attribution"])  # JPY
 
 
 def test_what_json_schema_cannot_say(emitted: dict[str, list[dict[str, Any]]]) -> None:
@@ -341,6 +382,22 @@ def test_what_json_schema_cannot_say(emitted: dict[str, list[dict[str, Any]]]) -
         assert r["wait_id"].startswith(f"{r['tenant_id']}:{r['conversation_id']}:")
     for r in emitted["merges"]:
         assert r["into_person_id"] < r["from_person_id"]
+    credits: Counter[tuple[str, str, int, str, str]] = Counter()
+    for r in emitted["attribution"]:
+        credits[(r["tenant_id"], r["deal_id"], r["revision"], r["kind"], r["model"])] += r["credit_minor"]
+        assert r["supersedes"] == (r["revision"] - 1 if r["revision"] > 1 else None)
+        assert (r["credit_minor"] < 0) == (r["kind"] == "retraction")
+    values = {(r["tenant_id"], r["deal_id"], r["revision"], r["kind"]): r["deal_value_minor"]
+              for r in emitted["attribution"]}
+    for (tenant, deal, rev, kind, _), total in credits.items():  # exact to the cent, per model
+        assert total == (-1 if kind == "retraction" else 1) * values[(tenant, deal, rev, kind)]
+    for r in emitted["profiles"]:
+        if r["status"] == "active":
+            assert r["first_seen"] <= r["lifecycle_stage_at"] <= r["last_seen"] and r["events"] >= 1
+            assert r["channels"] == sorted(r["channels"]) and r["campaigns"] == sorted(r["campaigns"])
+            assert sum(r["funnel_stages"].values()) <= r["events"]
+        else:
+            assert r["merged_into"] < r["person_id"]
     for r in emitted["dlq"]:
         original = base64.b64decode(r["original_b64"], validate=True)
         assert ("original_truncated" in r) == (len(original) == MAX_ORIGINAL_BYTES < r.get("original_size", 0))
