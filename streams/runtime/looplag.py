@@ -9,11 +9,17 @@ clock-tick histograms then say which one it was.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from streams import metrics
 
+log = logging.getLogger(__name__)
+
 PROBE_S = 0.05
+#: a stall this long is logged as well: it is long enough to cost the worker its group sessions
+#: (TOUCHSTREAM_GROUP_SESSION_TIMEOUT_S), and the metric alone would not say when it happened
+STALL_LOG_S = 2.0
 
 
 async def probe_loop_lag() -> None:
@@ -21,4 +27,7 @@ async def probe_loop_lag() -> None:
     while True:
         t0 = time.perf_counter()
         await asyncio.sleep(PROBE_S)
-        observe(max(0.0, time.perf_counter() - t0 - PROBE_S))
+        late = max(0.0, time.perf_counter() - t0 - PROBE_S)
+        observe(late)
+        if late >= STALL_LOG_S:
+            log.warning("event loop stalled for %.1f s: consumers may have missed their heartbeats", late)

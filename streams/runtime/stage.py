@@ -169,6 +169,12 @@ class Stage:
             metrics.COMMIT_FAILURES.labels(self.name).inc()
             log.warning("stage %s: commit of %d partitions failed (%r); they will be read again",
                         self.name, len(offsets), exc)
+            # ... and so does this member if it keeps them: a static member that rejoins after a
+            # missed session gets its partitions back without a revocation, and its fetch position,
+            # past this batch, would leave the batch uncommitted until newer records arrive
+            for tp in offsets:
+                if tp in c.assignment():
+                    c.seek(tp, firsts[tp])
             return
         self.committed.update(offsets)
 

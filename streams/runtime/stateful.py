@@ -17,6 +17,15 @@ Shape (Kafka Streams' StreamThread, quix-streams' application loop, on plain aio
   activation and readers such as the board), then parks the revoked tasks. Nothing a revoked
   task could write afterwards exists: only active tasks are processed or ticked, under the lock.
 
+**The core runs off the event loop** (:meth:`StatefulStage._in_core`): processing a batch, a
+tick and rebuilding restored state are plain Python that can take seconds (a tenant silent for
+hours makes the anomaly detector catch up on every window it missed; a restore of a million
+persons decodes millions of values). On the loop thread that stalls every consumer's heartbeat,
+and after ``TOUCHSTREAM_GROUP_SESSION_TIMEOUT_S`` every group of the worker rebalances at once.
+One worker thread per stage runs those calls, under the stage lock (so nothing else touches the
+state meanwhile); CPython hands the interpreter back to the loop thread every few milliseconds,
+so heartbeats, the sinks and the web server go on while the core works.
+
 Crash-only: an unexpected error in a batch, a tick or the loop ends the process
 (:mod:`streams.runtime.guard`); the restarted worker restores state and position and goes on.
 """
@@ -28,7 +37,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
@@ -46,6 +56,7 @@ from streams.runtime.task import Processor, StreamTask, TaskSet
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TICK_S = 0.25  # full tick period: watermarks, idle tenants, feed-stall checks, gauges
 MIN_SLEEP_S = 0.005  # floor between clock wake-ups, so a storm of deadlines cannot starve ingest
@@ -76,6 +87,11 @@ class StatefulStage:
         self._generation = 0  # bumped on every revocation: fetches and restores begun before it are stale
         self._stopping = False
         self._stopped = asyncio.Event()
+        self._core = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-core")
+
+    async def _in_core(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the stage's core thread (see the module docstring); call under the lock."""
+        return await asyncio.get_running_loop().run_in_executor(self._core, fn, *args)
 
     # -- what the worker and the web server ask ----------------------------------------------
     @property
@@ -121,6 +137,7 @@ class StatefulStage:
         except BaseException as exc:
             die(f"stage {self.name}", exc)
         finally:
+            self._core.shutdown(wait=False)
             self._stopped.set()
 
     async def stop(self) -> None:
@@ -160,26 +177,23 @@ class StatefulStage:
 
     async def _process(self, got: dict[TopicPartition, list[Any]]) -> None:
         wall = now_ms()
-        touched: list[StreamTask] = []
-        n = 0
+        work: list[tuple[StreamTask, list[Any]]] = []
+        for tp, records in got.items():
+            task = self.tasks.get(tp.partition)
+            if task is None or not records:
+                continue  # not restored yet: it is paused and will be read from its position
+            if task.position is not None and records[0].offset < task.position:
+                records = [r for r in records if r.offset >= task.position]
+                if not records:
+                    continue
+            work.append((task, records))
+        if not work:
+            return
         with metrics.BATCH_SECONDS.labels(self.name).time():
-            for tp, records in got.items():
-                task = self.tasks.get(tp.partition)
-                if task is None or not records:
-                    continue  # not restored yet: it is paused and will be read from its position
-                if task.position is not None and records[0].offset < task.position:
-                    records = [r for r in records if r.offset >= task.position]
-                    if not records:
-                        continue
-                task.processor.process(records, wall)
-                last = records[-1]
-                task.position = last.offset + 1
-                task.last_append_ms = last.timestamp
-                touched.append(task)
-                n += len(records)
-            if touched:
-                await self.checkpoint.run(touched)
-        metrics.EVENTS_IN.labels(self.input_topic.removeprefix(self.settings.topic_prefix)).inc(n)
+            await self._in_core(_apply, work, wall)
+            await self.checkpoint.run([task for task, _ in work])
+        metrics.EVENTS_IN.labels(self.input_topic.removeprefix(self.settings.topic_prefix)).inc(
+            sum(len(records) for _, records in work))
 
     # -- restore --------------------------------------------------------------------------------
     async def _restore(self, c: AIOKafkaConsumer) -> None:
@@ -198,9 +212,8 @@ class StatefulStage:
                 todo[p] = ends[p]
         if todo:
             latest = await read_partitions(self.settings, self.changelog, todo)
-            for p, end in todo.items():
-                ready.append(self._new_task(p, latest.pop(p), end))
-                await asyncio.sleep(0)  # heartbeats and the web server between partitions
+            for p, end in todo.items():  # state of tasks nobody runs yet: no lock needed
+                ready.append(await self._in_core(self._new_task, p, latest.pop(p), end))
         committed = {t.partition: await c.committed(TopicPartition(self.input_topic, t.partition)) for t in ready}
         async with self.lock:
             if generation != self._generation:
@@ -266,14 +279,14 @@ class StatefulStage:
             return
         with metrics.CLOCK_TICK_SECONDS.labels("full" if full else "timers").time():
             now = max(at, now_ms())
-            ticked: list[StreamTask] = []
+            work: list[tuple[StreamTask, int]] = []
             for task in tasks:
                 due = task.processor.next_due(task.ticked_ms)
                 if full or (due is not None and due <= now):
-                    task.processor.tick(now, full, self.input_complete(task, now))
-                    task.ticked_ms = now
-                    ticked.append(task)
-            if ticked:
+                    work.append((task, self.input_complete(task, now)))
+            ticked = [task for task, _ in work]
+            if work:
+                await self._in_core(_tick_tasks, work, now, full)
                 await self.checkpoint.run(ticked)
             if full:
                 self.gc.maybe_run()
@@ -290,6 +303,22 @@ class StatefulStage:
                 return task.last_append_ms
         upstream = now if self.upstream is None else self.upstream.complete_ms
         return min(now, upstream)
+
+
+def _apply(work: list[tuple[StreamTask, list[Any]]], wall: int) -> None:
+    """One batch, on the core thread: each task's records, then its new input position."""
+    for task, records in work:
+        task.processor.process(records, wall)
+        last = records[-1]
+        task.position = last.offset + 1
+        task.last_append_ms = last.timestamp
+
+
+def _tick_tasks(work: list[tuple[StreamTask, int]], now: int, full: bool) -> None:
+    """One clock tick of the given tasks, on the core thread."""
+    for task, input_complete in work:
+        task.processor.tick(now, full, input_complete)
+        task.ticked_ms = now
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
