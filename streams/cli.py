@@ -836,7 +836,11 @@ def add_dlq(sub: Any) -> None:
 # ----------------------------------------------------------------------------- query
 
 QUERY_TABLES = {"funnel": ("touchpoints",), "sla": ("response_times", "sla_events"), "sessions": ("sessions",),
-                "anomalies": ("anomalies",)}
+                "anomalies": ("anomalies",), "profiles": ("person_profiles",),
+                "attribution": ("attribution_credits",), "roi": ("attribution_credits", "campaign_costs")}
+#: the period when --since is not given: the live questions look at the last hour, the growth
+#: questions (profiles, attribution, ROI) at everything
+DEFAULT_SINCE = {"funnel": "1h", "sla": "1h", "sessions": "1h", "anomalies": "1h"}
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -844,8 +848,9 @@ def cmd_query(args: argparse.Namespace) -> int:
     from streams.clickhouse.client import redact
 
     s = _settings(args)
+    since_text = args.since or DEFAULT_SINCE.get(args.what)
     try:
-        since = queries.parse_since(args.since)
+        since = None if since_text is None else queries.parse_since(since_text)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     ch = _clickhouse(s)
@@ -855,6 +860,9 @@ def cmd_query(args: argparse.Namespace) -> int:
             raise CliError(f"no {', '.join(missing)} table in ClickHouse {redact(s.clickhouse_url)} (database "
                            f"{ch.db}): nothing has been loaded yet; run `touchstream run` (it loads history), "
                            "`touchstream backfill OUT_DIR`, or `touchstream migrate` and a worker")
+        if args.what in ("profiles", "attribution", "roi"):
+            return _growth_query(args, ch, since)
+        assert since is not None
         if args.what == "funnel":
             rows = queries.funnel(ch, args.tenant, since, args.by, window_ms=s.funnel_window_ms)
         elif args.what == "sla":
@@ -872,21 +880,166 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _growth_query(args: argparse.Namespace, ch: Any, since: int | None) -> int:
+    """``query profiles|attribution|roi``: the answers of issue 21 (docs/profiles-and-attribution.md)."""
+    from streams.clickhouse import queries
+
+    by = args.by or "campaign"
+    if args.what == "profiles":
+        _fresh_rfm(ch)
+        if args.person:
+            found = queries.profile(ch, args.person, args.tenant)
+            if not found:
+                raise CliError(f"no profile of person {args.person!r}"
+                               + (f" in tenant {args.tenant}" if args.tenant else "")
+                               + ": person ids are on the enriched touchpoints (person_id)")
+            return _emit(args, found, lambda: [_print_person(p) for p in found])
+        body = {"lifecycle": queries.lifecycle_counts(ch, args.tenant, since),
+                "persons": queries.profiles(ch, args.tenant, since, sort=args.sort, limit=args.limit,
+                                            stage=args.stage)}
+        return _emit(args, body, lambda: _print_profiles(body, args.sort))
+    if args.what == "attribution":
+        rows = queries.attribution(ch, args.tenant, since, by=by)
+        return _emit(args, rows, lambda: _print_table(_for_people(rows, by)))
+    rows = queries.roi(ch, args.tenant, since, by=by, model=args.model)
+    chains = queries.conversion_chains(ch, args.tenant) if by == "campaign" else []
+    of = {(c["tenant_id"], c["campaign"]): c for c in chains}
+    for r in rows:
+        if by == "campaign":
+            chain = of.get((r["tenant_id"], r["campaign"]))
+            r["chain"] = None if chain is None else chain["chain"]
+            r["chain_product"] = None if chain is None else chain["product"]
+
+    def text() -> None:
+        _print_table(_for_people([{k: v for k, v in r.items() if not k.startswith("chain")} for r in rows], by))
+        listed = {(r["tenant_id"], r.get("campaign")) for r in rows}
+        shown = [c for c in chains if (c["tenant_id"], c["campaign"]) in listed]
+        if shown:
+            print("\nstage conversion chain (persons the campaign touched who reached each stage; rate from the "
+                  "previous stage)")
+            _print_table([{"tenant_id": c["tenant_id"], "campaign": c["campaign"],
+                           **{s["stage"]: s["persons"] if s["rate"] is None else f"{s['persons']} ({s['rate']:.1%})"
+                              for s in c["chain"]},
+                           "deals/entrants": c["product"]} for c in shown])
+
+    return _emit(args, rows, text)
+
+
+def _fresh_rfm(ch: Any) -> None:
+    """RFM refreshes every 10 minutes on a server; a short-lived embedded engine (this command)
+    may not have run it over the profiles it holds: refresh first when it is behind."""
+    from streams.clickhouse import queries
+
+    try:
+        if queries.rfm_is_stale(ch):
+            queries.refresh_rfm(ch)
+    except Exception as exc:  # e.g. a read-only user: the scores of the last refresh still answer
+        from clickhouse_connect.driver.exceptions import DatabaseError
+
+        if not isinstance(exc, DatabaseError):
+            raise
+        print(f"touchstream query: RFM scores not refreshed ({str(exc).splitlines()[0][:160]}); "
+              "showing the last refresh", file=sys.stderr)
+
+
+def _emit(args: argparse.Namespace, body: Any, text: Callable[[], Any]) -> int:
+    if args.json:
+        print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+    else:
+        text()
+    return 0
+
+
+def _for_people(rows: list[dict[str, Any]], by: str) -> list[dict[str, Any]]:
+    """Rows without the integer twins of the money columns (``*_minor``, ``*_micros``, ``exponent``):
+    the table shows the decimals, ``--json`` has both. A missing campaign/channel reads "(none)"."""
+    return [{k: ("(none)" if k == by and v is None else v) for k, v in r.items()
+             if not k.endswith(("_minor", "_micros")) and k != "exponent"} for r in rows]
+
+
+def _iso(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _revenue(p: dict[str, Any]) -> str:
+    return ", ".join(f"{cur} {amount}" for cur, amount in p["revenue"].items())
+
+
+def _print_profiles(body: dict[str, Any], sort: str) -> None:
+    from streams.core.tagrules import LIFECYCLE
+
+    table: dict[str, dict[str, Any]] = {}
+    for r in body["lifecycle"]:
+        row = table.setdefault(r["tenant_id"], {"tenant_id": r["tenant_id"]})
+        row[r["stage"]] = r["persons"]
+    for row in table.values():
+        row["persons"] = sum(row[s] for s in LIFECYCLE)
+    print("persons per lifecycle stage")
+    _print_table(list(table.values()))
+    print(f"\npersons ({'most recently seen' if sort == 'recent' else 'most ' + sort} first)")
+    _print_table([{"tenant_id": p["tenant_id"], "person_id": p["person_id"], "stage": p["lifecycle_stage"],
+                   "last_seen": _iso(p["last_seen"]), "events": p["events"], "deals": p["deals_won"],
+                   "revenue": _revenue(p), "rfm": p["rfm"], "tags": ",".join(p["tags"]),
+                   "channels": ",".join(p["channels"])} for p in body["persons"]])
+
+
+def _print_person(p: dict[str, Any]) -> None:
+    lines = [("person", p["person_id"] + (f" (merged from {p['merged_from']})" if p.get("merged_from") else "")),
+             ("tenant", p["tenant_id"]),
+             ("lifecycle stage", f"{p['lifecycle_stage']} since {_iso(p['lifecycle_stage_at'])}"),
+             ("seen", f"{_iso(p['first_seen'])} .. {_iso(p['last_seen'])}, {p['events']} events"),
+             ("identifiers", ", ".join(p["identifier_types"])), ("channels", ", ".join(p["channels"])),
+             ("campaigns", ", ".join(p["campaigns"])),
+             ("funnel", ", ".join(f"{k} {v}" for k, v in p["funnel_stages"].items())),
+             ("deals won", f"{p['deals_won']}" + (f" ({_revenue(p)})" if p["revenue"] else "")),
+             ("tags", ", ".join(p["tags"])),
+             ("rfm", "not scored yet" if p["rfm"] is None else
+              f"{p['rfm']} (recency {p['r_score']}, frequency {p['f_score']}, monetary {p['m_score']})")]
+    for k, v in lines:
+        print(f"{k:16s} {v}")
+
+
 def add_query(sub: Any) -> None:
-    q = _command(sub, "query", cmd_query, "answers from ClickHouse: funnel, sla, sessions, anomalies",
+    from streams.core.attribution import MODELS
+    from streams.core.tagrules import LIFECYCLE
+
+    q = _command(sub, "query", cmd_query,
+                 "answers from ClickHouse: funnel, sla, sessions, anomalies, profiles, attribution, roi",
                  "Answers from ClickHouse (exact: FINAL): funnel = persons per stage and conversion; sla = "
                  "attainment, response-time percentiles and breaches by team and channel; sessions = sessions "
-                 "by channel; anomalies = open (or --all) funnel anomalies with estimated lost conversions.",
+                 "by channel; anomalies = open (or --all) funnel anomalies with estimated lost conversions; "
+                 "profiles = persons per lifecycle stage and the most recent (or --sort) persons with tags and "
+                 "RFM scores, or one --person; attribution = attributed revenue per campaign (or --by channel), "
+                 "the five models side by side; roi = attributed revenue (--model), cost, ROAS and ROI per "
+                 "campaign (or --by channel) with the stage conversion chain. Money is printed with the "
+                 "currency's decimals; --json also has the integer minor units / micros.",
                  [f"touchstream query funnel --tenant {TENANTS[0]} --since 1h --by campaign",
                   f"touchstream query sla --tenant {TENANTS[1]} --since 24h --json",
                   "touchstream query anomalies --since 7d --all",
-                  f"touchstream query sessions --tenant {TENANTS[2]} | head"],
+                  f"touchstream query sessions --tenant {TENANTS[2]} | head",
+                  f"touchstream query profiles --tenant {TENANTS[1]} --sort revenue --limit 10",
+                  "touchstream query profiles --person p_59f439caab8f0738 --json",
+                  f"touchstream query attribution --tenant {TENANTS[0]} --since 30d",
+                  "touchstream query roi --model time_decay --by channel --json"],
                  CLICKHOUSE_ENV)
     q.add_argument("what", choices=list(QUERY_TABLES), help="which answer")
     q.add_argument("--tenant", help=f"one tenant, e.g. {TENANTS[0]} (default: all)")
-    q.add_argument("--since", default="1h", help="period: 30m, 1h, 7d (default 1h)")
-    q.add_argument("--by", choices=["campaign", "channel"], help="funnel: split by dimension")
+    q.add_argument("--since", default=None,
+                   help="period: 30m, 1h, 7d (default 1h; profiles, attribution, roi: all time). profiles: "
+                        "persons seen in it; attribution: deals won in it; roi: whole UTC days from the one "
+                        "it starts in")
+    q.add_argument("--by", choices=["campaign", "channel"],
+                   help="funnel: split by dimension; attribution, roi: per campaign (default) or channel")
     q.add_argument("--all", action="store_true", help="anomalies: include resolved ones")
+    q.add_argument("--model", choices=list(MODELS), default="linear",
+                   help="roi: the attribution model whose revenue is set against cost (default linear)")
+    q.add_argument("--person", metavar="ID", help="profiles: one person's profile (followed through merges)")
+    q.add_argument("--sort", choices=["recent", "revenue", "events"], default="recent",
+                   help="profiles: which persons to list first (default recent)")
+    q.add_argument("--limit", type=int, default=20, help="profiles: how many persons to list (default 20)")
+    q.add_argument("--stage", choices=list(LIFECYCLE), help="profiles: only persons at this lifecycle stage")
     q.add_argument("--json", action="store_true", help="rows as JSON instead of a table")
     _data_dir_flag(q)
 
