@@ -542,6 +542,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         _check_broker(s)
     if args.truth:
         Path(args.truth).write_bytes(orjson.dumps(simulate.truth(cfg), option=orjson.OPT_INDENT_2))
+    if args.costs:
+        Path(args.costs).write_text(simulate.cost_feed(cfg), encoding="utf-8")
     if args.out == "kafka":
         with _progress(args, "simulate", unit="events") as progress:
             return asyncio.run(_simulate_kafka(s, cfg, progress))
@@ -558,6 +560,8 @@ def add_simulate(sub: Any) -> None:
                   "incidents (a landing page outage, broken tracking, a silent support team). To a JSON-lines "
                   "file (as fast as it goes) or to Kafka (paced to the wall clock).",
                   ["touchstream simulate --rate 200 --duration 600 --seed 7 --out feed.jsonl --truth truth.json",
+                   "touchstream simulate --duration 3600 --out feed.jsonl --costs costs.csv && "
+                   "touchstream costs load costs.csv",
                    "touchstream simulate --rate 50 --duration 60 --out kafka",
                    "touchstream simulate --duration 300 --noise 0.05 --out noisy.jsonl   # DLQ demo"],
                   (*KAFKA_ENV, *TOPIC_ENV), quiet=True)
@@ -566,6 +570,9 @@ def add_simulate(sub: Any) -> None:
     sm.add_argument("--seed", type=int, default=1, help="random seed: the same seed gives the same bytes (default 1)")
     sm.add_argument("--out", default="kafka", help="'kafka' (paced live to touchpoints.raw) or a .jsonl path")
     sm.add_argument("--truth", help="write the injected incidents here (JSON), for `touchstream evaluate`")
+    sm.add_argument("--costs", metavar="FILE",
+                    help="write the run's cost feed here (CSV: what campaigns paid outside the events' costs), "
+                         "for `touchstream costs load`")
     sm.add_argument("--start-ms", help="event time of the first event, epoch ms (default: now)")
     sm.add_argument("--noise", type=float, default=0.0,
                     help="file output: fraction of events followed by a malformed copy (DLQ demo)")
@@ -719,6 +726,73 @@ def add_backfill(sub: Any) -> None:
                    "CLICKHOUSE_URL=http://user:pass@clickhouse:8123/touchstream touchstream backfill out/"],
                   CLICKHOUSE_ENV, quiet=True)
     bf.add_argument("out_dir", help="the --out directory of `touchstream process`")
+
+
+# ----------------------------------------------------------------------------- costs
+
+
+def cmd_costs(args: argparse.Namespace) -> int:
+    import hashlib
+
+    from streams.clickhouse.migrate import migrate
+    from streams.clickhouse.rows import COST_COLUMNS, cost_rows
+    from streams.core.money import exponent
+    from streams.core.roi import CostFeedError, parse_cost_feed
+
+    s = _settings(args)
+    path = _need_file(args.file, "cost feed", "give a CSV with the header date,tenant_id,channel,campaign,cost,"
+                      "currency (docs/profiles-and-attribution.md), e.g. one of `touchstream simulate --costs`")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    try:
+        parsed = parse_cost_feed(text, str(path))  # any bad line: nothing is loaded
+    except CostFeedError as exc:
+        raise CliError(str(exc)) from exc
+    rows = cost_rows(parsed, path.name)
+    totals: dict[str, int] = {}
+    for r in parsed:
+        totals[r.currency] = totals.get(r.currency, 0) + r.cost_micros
+    from streams.clickhouse.queries import micros_text
+
+    summary = {"file": str(path), "lines": len(parsed), "rows": len(rows),
+               "days": [min(r.day for r in parsed).isoformat(), max(r.day for r in parsed).isoformat()]
+               if parsed else None,
+               "tenants": sorted({r.tenant_id for r in parsed}),
+               "cost": {cur: micros_text(m, exponent(cur)) for cur, m in sorted(totals.items())}}
+    if args.dry_run or not rows:
+        print(orjson.dumps({**summary, "loaded": False}).decode())
+        return 0
+    ch = _clickhouse(s)
+    try:
+        migrate(ch)
+        # a token per load, not per content: loading feed A, then a corrected B, then A again must
+        # make A current again, which ClickHouse's block deduplication would otherwise drop
+        token = f"costs:{hashlib.sha256(text.encode()).hexdigest()[:16]}:{time.time_ns()}"
+        ch.insert("campaign_costs", rows, COST_COLUMNS, dedup_token=token)
+    finally:
+        ch.close()
+    print(orjson.dumps({**summary, "loaded": True}).decode())
+    return 0
+
+
+def add_costs(sub: Any) -> None:
+    c = _command(sub, "costs", cmd_costs, "load a campaign cost feed (CSV) into ClickHouse",
+                 "load: parse a cost feed (CSV: date,tenant_id,channel,campaign,cost,currency; what campaigns "
+                 "paid outside the ad events' own costs) and insert it into campaign_costs, where `query roi`, "
+                 "the board and Grafana read it. Whole or not at all: a bad line is reported with its file and "
+                 "line number and nothing is loaded. Loading a day again replaces that day's (tenant, channel, "
+                 "campaign, currency) amounts; for a (tenant, day, campaign) in the feed, ad-event costs are "
+                 "ignored (never paid twice).",
+                 ["touchstream costs load costs.csv",
+                  "touchstream simulate --duration 3600 --out feed.jsonl --costs costs.csv && "
+                  "touchstream costs load costs.csv --dry-run"],
+                 CLICKHOUSE_ENV)
+    c.add_argument("action", choices=["load"], help="what to do with the feed")
+    c.add_argument("file", help="the cost feed CSV")
+    c.add_argument("--dry-run", action="store_true", help="parse and summarise only, load nothing")
+    _data_dir_flag(c)
 
 
 # ----------------------------------------------------------------------------- status
@@ -1133,8 +1207,8 @@ def add_bench(sub: Any) -> None:
 # ----------------------------------------------------------------------------- parser
 
 COMMANDS: tuple[Callable[[Any], None], ...] = (
-    add_run, add_worker, add_kafka, add_migrate, add_simulate, add_process, add_backfill, add_status, add_query,
-    add_dlq, add_evaluate, add_bench,
+    add_run, add_worker, add_kafka, add_migrate, add_simulate, add_process, add_backfill, add_costs, add_status,
+    add_query, add_dlq, add_evaluate, add_bench,
 )
 
 EPILOG = f"""examples:
