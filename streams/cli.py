@@ -1134,9 +1134,16 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.what == "attribution":
+        return _evaluate_attribution(args)
+    if args.what == "nab":
+        return _evaluate_nab(args)
     from streams.devtools.evaluate import main as evaluate
 
     hint = "write it with `touchstream simulate --truth` / `touchstream process --out`"
+    if not args.truth or not args.anomalies:
+        raise CliError("evaluate (funnel incidents) needs --truth and --anomalies: the files of "
+                       "`touchstream simulate --truth` and `touchstream process --out`")
     truth = _need_file(args.truth, "truth file", hint)
     anomalies = _need_file(args.anomalies, "anomalies file", hint)
     funnel = _need_file(args.funnel, "funnel file", hint) if args.funnel else None
@@ -1153,18 +1160,134 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    out = []
+    with path.open("rb") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    out.append(orjson.loads(line))
+                except orjson.JSONDecodeError as exc:
+                    raise CliError(f"{path}:{n}: not JSON ({exc})") from exc
+    return out
+
+
+def _evaluate_attribution(args: argparse.Namespace) -> int:
+    """Attribution against the simulator's ground truth: from files (``--truth`` of
+    ``simulate --truth``, ``--credits`` = attribution.jsonl of ``process``), or simulate → process
+    (offline core, this process) → compare."""
+    import tempfile
+
+    from streams.app.worker import pipeline_config
+    from streams.devtools import simulate
+    from streams.devtools.evaluate_attribution import evaluate
+    from streams.offline import run as run_offline
+
+    config = pipeline_config(_settings(args))
+    if args.truth or args.credits:
+        hint = "write them with `touchstream simulate --truth` and `touchstream process --out`"
+        if not (args.truth and args.credits):
+            raise CliError(f"evaluate attribution from files needs both --truth and --credits: {hint}")
+        truth = orjson.loads(_need_file(args.truth, "truth file", hint).read_bytes())
+        if "attribution" not in truth:
+            raise CliError(f"{args.truth} has no attribution truth: write it with this version's "
+                           "`touchstream simulate --truth`")
+        credits = _read_jsonl(_need_file(args.credits, "credits file", hint))
+        run_info: dict[str, Any] = {"truth": str(args.truth), "credits": str(args.credits)}
+    else:
+        start_ms = int(args.start_ms) if args.start_ms is not None else \
+            int(time.time() * 1000) - int(args.duration * 1000)
+        cfg = simulate.SimConfig(rate=args.rate, duration_s=args.duration, seed=args.seed, start_ms=start_ms)
+        truth = simulate.truth(cfg)
+        t0 = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="ts-eval-") as tmp, \
+                _progress(args, "simulate+process", unit="events") as progress:
+            summary = run_offline((simulate.dumps(ev) for ev in simulate.generate(cfg)), Path(tmp), config,
+                                  source="simulate", progress=progress)
+            credits = _read_jsonl(Path(tmp) / "attribution.jsonl")
+        run_info = {"rate": args.rate, "duration_s": args.duration, "seed": args.seed, "start_ms": start_ms,
+                    "events": summary.lines, "seconds": round(time.monotonic() - t0, 1)}
+    res = {"run": run_info, **evaluate(truth, credits, config.attribution)}
+    if args.json:
+        print(orjson.dumps(res, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(f"deals {res['deals']}, attributed {res['deals_attributed']}, missing {len(res['deals_missing'])}, "
+          f"unexpected {len(res['deals_unexpected'])}, revised {res['deals_revised']}")
+    print(f"totals exact (every deal, model and revision sums to its value): {res['totals_exact']}")
+    for problem in res["total_problems"]:
+        print(f"  {problem}")
+    acq = res["acquisition"]
+    print(f"first touch names the acquiring campaign: {acq['first_touch_names_it']} of {acq['deals_with_campaign']}")
+    _print_table([{"model": m, "exact_deals": v["exact_deals"], "exact_share": _round(v["exact_share"]),
+                   "credit_accuracy": _round(v["credit_accuracy"])} for m, v in res["models"].items()])
+    return 0
+
+
+def _round(x: float | None, places: int = 4) -> float | None:
+    return None if x is None else round(x, places)
+
+
+def _evaluate_nab(args: argparse.Namespace) -> int:
+    from streams.devtools import nab_eval
+
+    root = Path(args.root) if args.root else nab_eval.corpus.DEFAULT_ROOT
+    if not (root / "data").is_dir() or not (root / "labels").is_dir():
+        raise CliError(f"no NAB corpus at {root} (expected data/ and labels/): give --root")
+    if not args.json:
+        argv = ["--root", str(root)]
+        if args.categories:
+            argv += ["--categories", *args.categories]
+        if args.files:
+            argv += ["--files", *args.files]
+        if args.out:
+            argv += ["--json", str(args.out)]
+        if nab_eval.main(argv) != 0:
+            raise CliError(f"no NAB data files selected under {root}")
+        return 0
+    categories = tuple(args.categories) if args.categories else nab_eval.DEFAULT_CATEGORIES
+    result = nab_eval.evaluate(root, args.files, categories=categories)
+    if not result["files"]:
+        raise CliError(f"no NAB data files selected under {root}")
+    text = orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode()
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
 def add_evaluate(sub: Any) -> None:
-    ev = _command(sub, "evaluate", cmd_evaluate, "anomaly detector recall / false alarms / delay vs simulator truth",
-                  "Score the anomaly detector's output of a simulated run against the incidents the simulator "
-                  "injected: recall, false alarms per 100 series-days, median detection delay.",
+    ev = _command(sub, "evaluate", cmd_evaluate,
+                  "score the detector and attribution: vs simulator truth, NAB",
+                  "funnel (default): score the anomaly detector's output of a simulated run against the "
+                  "incidents the simulator injected: recall, false alarms per 100 series-days, median "
+                  "detection delay. attribution: simulate a run, process it with the offline core and compare "
+                  "each model's credits with the simulator's ground truth (or compare --truth and --credits "
+                  "files): deals exact to the cent, credit accuracy, totals exact. nab: the anomaly detector "
+                  "scored with NAB's rules on the NAB corpus (docs/detector.md).",
                   ["touchstream simulate --duration 3600 --out feed.jsonl --truth truth.json && "
                    "touchstream process feed.jsonl --out out/ && "
-                   "touchstream evaluate --truth truth.json --anomalies out/anomalies.jsonl --funnel out/funnel.jsonl"],
-                  ())
-    ev.add_argument("--truth", required=True, help="incidents file of `touchstream simulate --truth`")
-    ev.add_argument("--anomalies", required=True, help="anomalies.jsonl of `touchstream process`")
-    ev.add_argument("--funnel", help="funnel.jsonl of the same run: eligibility and series-days")
-    ev.add_argument("--json", action="store_true", help="the scores as JSON")
+                   "touchstream evaluate --truth truth.json --anomalies out/anomalies.jsonl --funnel out/funnel.jsonl",
+                   "touchstream evaluate attribution --rate 50 --duration 14400 --seed 7",
+                   "touchstream evaluate attribution --truth truth.json --credits out/attribution.jsonl --json",
+                   "touchstream evaluate nab --root ../shared/data/nab"],
+                  ("TOUCHSTREAM_RULES_DIR", "TOUCHSTREAM_ATTRIBUTION_LOOKBACK_DAYS"), quiet=True)
+    ev.add_argument("what", nargs="?", choices=["funnel", "attribution", "nab"], default="funnel",
+                    help="what to score (default funnel: the detector's incidents)")
+    ev.add_argument("--truth", help="funnel, attribution: the truth file of `touchstream simulate --truth`")
+    ev.add_argument("--anomalies", help="funnel: anomalies.jsonl of `touchstream process`")
+    ev.add_argument("--funnel", help="funnel: funnel.jsonl of the same run: eligibility and series-days")
+    ev.add_argument("--credits", help="attribution: attribution.jsonl of `touchstream process` (with --truth)")
+    ev.add_argument("--rate", type=float, default=50.0, help="attribution: simulated events per second (default 50)")
+    ev.add_argument("--duration", type=float, default=4 * 3600.0,
+                    help="attribution: seconds of simulated event time (default 14400)")
+    ev.add_argument("--seed", type=int, default=7, help="attribution: simulator seed (default 7)")
+    ev.add_argument("--start-ms", help="attribution: event time of the first event, epoch ms "
+                                       "(default: duration before now)")
+    ev.add_argument("--root", help="nab: NAB directory with data/ and labels/ (default: the shared data set)")
+    ev.add_argument("--categories", nargs="+", help="nab: data categories (default realAdExchange realTraffic)")
+    ev.add_argument("--files", nargs="+", help="nab: relative data files instead of categories")
+    ev.add_argument("--out", help="nab: also write the full result as JSON to this file")
+    ev.add_argument("--json", action="store_true", help="the scores as JSON on stdout")
 
 
 # ----------------------------------------------------------------------------- bench
