@@ -1000,10 +1000,13 @@ def _growth_query(args: argparse.Namespace, ch: Any, since: int | None) -> int:
 
 
 def _fresh_rfm(ch: Any) -> None:
-    """RFM refreshes every 10 minutes on a server; a short-lived embedded engine (this command)
-    may not have run it over the profiles it holds: refresh first when it is behind."""
+    """RFM refreshes every 10 minutes on a server (left to its schedule); the embedded engine
+    lives only as long as a command, so it may never have scored the profiles it holds: refresh
+    first when it is behind."""
     from streams.clickhouse import queries
 
+    if not ch.embedded:
+        return
     try:
         if queries.rfm_is_stale(ch):
             queries.refresh_rfm(ch)

@@ -421,10 +421,11 @@ def lifecycle_counts(
 
 
 def rfm_is_stale(ch: ClickHouse) -> bool:
-    """True when ``person_rfm`` has never refreshed, or profiles arrived after its last refresh."""
+    """True when ``person_rfm`` has never refreshed, or profiles arrived after its last refresh
+    began (refresh times are whole seconds: profiles of the refresh's own second count as newer)."""
     rows = ch.query(
-        "SELECT last_success_time IS NULL OR last_success_time < "
-        f"(SELECT max(ingested_at) FROM {ch.db}.person_profiles) "
+        "SELECT last_success_time IS NULL OR last_success_time <= "
+        f"(SELECT toDateTime(max(ingested_at)) FROM {ch.db}.person_profiles) "
         "FROM system.view_refreshes WHERE database = {db:String} AND view = 'person_rfm'",
         {"db": ch.db},
     )
