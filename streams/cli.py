@@ -975,26 +975,21 @@ def _growth_query(args: argparse.Namespace, ch: Any, since: int | None) -> int:
     if args.what == "attribution":
         rows = queries.attribution(ch, args.tenant, since, by=by)
         return _emit(args, rows, lambda: _print_table(_for_people(rows, by)))
-    rows = queries.roi(ch, args.tenant, since, by=by, model=args.model)
-    chains = queries.conversion_chains(ch, args.tenant) if by == "campaign" else []
-    of = {(c["tenant_id"], c["campaign"]): c for c in chains}
-    for r in rows:
-        if by == "campaign":
-            chain = of.get((r["tenant_id"], r["campaign"]))
-            r["chain"] = None if chain is None else chain["chain"]
-            r["chain_product"] = None if chain is None else chain["product"]
+    if by == "campaign":
+        rows = queries.campaign_roi(ch, args.tenant, since, model=args.model)
+    else:
+        rows = queries.roi(ch, args.tenant, since, by=by, model=args.model)
 
     def text() -> None:
         _print_table(_for_people([{k: v for k, v in r.items() if not k.startswith("chain")} for r in rows], by))
-        listed = {(r["tenant_id"], r.get("campaign")) for r in rows}
-        shown = [c for c in chains if (c["tenant_id"], c["campaign"]) in listed]
-        if shown:
+        chains = [r for r in rows if r.get("chain")]
+        if chains:
             print("\nstage conversion chain (persons the campaign touched who reached each stage; rate from the "
                   "previous stage)")
-            _print_table([{"tenant_id": c["tenant_id"], "campaign": c["campaign"],
+            _print_table([{"tenant_id": r["tenant_id"], "campaign": r["campaign"],
                            **{s["stage"]: s["persons"] if s["rate"] is None else f"{s['persons']} ({s['rate']:.1%})"
-                              for s in c["chain"]},
-                           "deals/entrants": c["product"]} for c in shown])
+                              for s in r["chain"]},
+                           "deals/entrants": r["chain_product"]} for r in chains])
 
     return _emit(args, rows, text)
 

@@ -661,3 +661,19 @@ def conversion_chains(ch: ClickHouse, tenant: str | None) -> list[dict[str, Any]
                     "chain": [{**c, "rate": _ratio(c["rate"])} for c in chain],
                     "product": None if product is None else round(product, 6)})
     return out
+
+
+def campaign_roi(
+    ch: ClickHouse, tenant: str | None, since_s: int | None = None, *, model: str = DEFAULT_MODEL,
+    now_ms: int | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`roi` per campaign, each row with the stage conversion chain that produced it
+    (``chain``: :func:`conversion_chains`' stages, ``chain_product``: deals / entrants; None for
+    revenue without a campaign). What ``query roi`` and the board's ROI panel show."""
+    rows = roi(ch, tenant, since_s, by="campaign", model=model, now_ms=now_ms)
+    chains = {(c["tenant_id"], c["campaign"]): c for c in conversion_chains(ch, tenant)}
+    for r in rows:
+        chain = chains.get((r["tenant_id"], r["campaign"]))
+        r["chain"] = None if chain is None else chain["chain"]
+        r["chain_product"] = None if chain is None else chain["product"]
+    return rows
