@@ -39,16 +39,11 @@ from streams.app import topics
 from streams.clickhouse.client import ClickHouse, redact
 from streams.clickhouse.migrate import migrate
 from streams.clickhouse.rows import SPECS, TableSpec
+from streams.offline import OUTPUT_FILES
 
 #: topic of a TableSpec → the offline replay's output file holding the same records
 OFFLINE_FILE: dict[str, str] = {
-    topics.ENRICHED: "enriched.jsonl",
-    topics.SESSIONS: "sessions.jsonl",
-    topics.MERGES: "merges.jsonl",
-    topics.SLA_EVENTS: "sla.jsonl",
-    topics.RESPONSE_TIMES: "response_times.jsonl",
-    topics.FUNNEL: "funnel.jsonl",
-    topics.ANOMALIES: "anomalies.jsonl",
+    topic: dict(OUTPUT_FILES)[attr] for topic, attr, _ in topics.PROCESS_OUTPUTS if topic in topics.SINK_TOPICS
 }
 
 #: the simulated feed behind the pool: ~36k events, 3 tenants, default incidents (so anomalies exist)

@@ -23,6 +23,9 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+MODULES = {module_name(p) for p in PKG.rglob("*.py")}
+
+
 def top_level_imports(path: Path) -> set[str]:
     """Modules of ``streams`` imported at module level (not in functions, not under TYPE_CHECKING)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -35,8 +38,12 @@ def top_level_imports(path: Path) -> set[str]:
             if isinstance(node, ast.Import):
                 found.update(a.name for a in node.names if a.name.startswith("streams"))
             elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("streams"):
-                found.add(node.module)
-                found.update(f"{node.module}.{a.name}" for a in node.names)
+                subs = {f"{node.module}.{a.name}" for a in node.names}
+                found.update(subs)
+                # ``from pkg import submodule`` depends on the submodule; like every import of a
+                # submodule it runs the package's __init__ first, which the graph leaves implicit
+                if not all(s in MODULES for s in subs):
+                    found.add(node.module)
             elif isinstance(node, ast.If | ast.Try):
                 visit(node.body)
                 visit(getattr(node, "orelse", []))
