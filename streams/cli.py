@@ -542,6 +542,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         _check_broker(s)
     if args.truth:
         Path(args.truth).write_bytes(orjson.dumps(simulate.truth(cfg), option=orjson.OPT_INDENT_2))
+    if args.costs:
+        Path(args.costs).write_text(simulate.cost_feed(cfg), encoding="utf-8")
     if args.out == "kafka":
         with _progress(args, "simulate", unit="events") as progress:
             return asyncio.run(_simulate_kafka(s, cfg, progress))
@@ -558,6 +560,8 @@ def add_simulate(sub: Any) -> None:
                   "incidents (a landing page outage, broken tracking, a silent support team). To a JSON-lines "
                   "file (as fast as it goes) or to Kafka (paced to the wall clock).",
                   ["touchstream simulate --rate 200 --duration 600 --seed 7 --out feed.jsonl --truth truth.json",
+                   "touchstream simulate --duration 3600 --out feed.jsonl --costs costs.csv && "
+                   "touchstream costs load costs.csv",
                    "touchstream simulate --rate 50 --duration 60 --out kafka",
                    "touchstream simulate --duration 300 --noise 0.05 --out noisy.jsonl   # DLQ demo"],
                   (*KAFKA_ENV, *TOPIC_ENV), quiet=True)
@@ -566,6 +570,9 @@ def add_simulate(sub: Any) -> None:
     sm.add_argument("--seed", type=int, default=1, help="random seed: the same seed gives the same bytes (default 1)")
     sm.add_argument("--out", default="kafka", help="'kafka' (paced live to touchpoints.raw) or a .jsonl path")
     sm.add_argument("--truth", help="write the injected incidents here (JSON), for `touchstream evaluate`")
+    sm.add_argument("--costs", metavar="FILE",
+                    help="write the run's cost feed here (CSV: what campaigns paid outside the events' costs), "
+                         "for `touchstream costs load`")
     sm.add_argument("--start-ms", help="event time of the first event, epoch ms (default: now)")
     sm.add_argument("--noise", type=float, default=0.0,
                     help="file output: fraction of events followed by a malformed copy (DLQ demo)")
@@ -721,6 +728,73 @@ def add_backfill(sub: Any) -> None:
     bf.add_argument("out_dir", help="the --out directory of `touchstream process`")
 
 
+# ----------------------------------------------------------------------------- costs
+
+
+def cmd_costs(args: argparse.Namespace) -> int:
+    import hashlib
+
+    from streams.clickhouse.migrate import migrate
+    from streams.clickhouse.rows import COST_COLUMNS, cost_rows
+    from streams.core.money import exponent
+    from streams.core.roi import CostFeedError, parse_cost_feed
+
+    s = _settings(args)
+    path = _need_file(args.file, "cost feed", "give a CSV with the header date,tenant_id,channel,campaign,cost,"
+                      "currency (docs/profiles-and-attribution.md), e.g. one of `touchstream simulate --costs`")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    try:
+        parsed = parse_cost_feed(text, str(path))  # any bad line: nothing is loaded
+    except CostFeedError as exc:
+        raise CliError(str(exc)) from exc
+    rows = cost_rows(parsed, path.name)
+    totals: dict[str, int] = {}
+    for r in parsed:
+        totals[r.currency] = totals.get(r.currency, 0) + r.cost_micros
+    from streams.clickhouse.queries import micros_text
+
+    summary = {"file": str(path), "lines": len(parsed), "rows": len(rows),
+               "days": [min(r.day for r in parsed).isoformat(), max(r.day for r in parsed).isoformat()]
+               if parsed else None,
+               "tenants": sorted({r.tenant_id for r in parsed}),
+               "cost": {cur: micros_text(m, exponent(cur)) for cur, m in sorted(totals.items())}}
+    if args.dry_run or not rows:
+        print(orjson.dumps({**summary, "loaded": False}).decode())
+        return 0
+    ch = _clickhouse(s)
+    try:
+        migrate(ch)
+        # a token per load, not per content: loading feed A, then a corrected B, then A again must
+        # make A current again, which ClickHouse's block deduplication would otherwise drop
+        token = f"costs:{hashlib.sha256(text.encode()).hexdigest()[:16]}:{time.time_ns()}"
+        ch.insert("campaign_costs", rows, COST_COLUMNS, dedup_token=token)
+    finally:
+        ch.close()
+    print(orjson.dumps({**summary, "loaded": True}).decode())
+    return 0
+
+
+def add_costs(sub: Any) -> None:
+    c = _command(sub, "costs", cmd_costs, "load a campaign cost feed (CSV) into ClickHouse",
+                 "load: parse a cost feed (CSV: date,tenant_id,channel,campaign,cost,currency; what campaigns "
+                 "paid outside the ad events' own costs) and insert it into campaign_costs, where `query roi`, "
+                 "the board and Grafana read it. Whole or not at all: a bad line is reported with its file and "
+                 "line number and nothing is loaded. Loading a day again replaces that day's (tenant, channel, "
+                 "campaign, currency) amounts; for a (tenant, day, campaign) in the feed, ad-event costs are "
+                 "ignored (never paid twice).",
+                 ["touchstream costs load costs.csv",
+                  "touchstream simulate --duration 3600 --out feed.jsonl --costs costs.csv && "
+                  "touchstream costs load costs.csv --dry-run"],
+                 CLICKHOUSE_ENV)
+    c.add_argument("action", choices=["load"], help="what to do with the feed")
+    c.add_argument("file", help="the cost feed CSV")
+    c.add_argument("--dry-run", action="store_true", help="parse and summarise only, load nothing")
+    _data_dir_flag(c)
+
+
 # ----------------------------------------------------------------------------- status
 
 
@@ -836,7 +910,11 @@ def add_dlq(sub: Any) -> None:
 # ----------------------------------------------------------------------------- query
 
 QUERY_TABLES = {"funnel": ("touchpoints",), "sla": ("response_times", "sla_events"), "sessions": ("sessions",),
-                "anomalies": ("anomalies",)}
+                "anomalies": ("anomalies",), "profiles": ("person_profiles",),
+                "attribution": ("attribution_credits",), "roi": ("attribution_credits", "campaign_costs")}
+#: the period when --since is not given: the live questions look at the last hour, the growth
+#: questions (profiles, attribution, ROI) at everything
+DEFAULT_SINCE = {"funnel": "1h", "sla": "1h", "sessions": "1h", "anomalies": "1h"}
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -844,8 +922,9 @@ def cmd_query(args: argparse.Namespace) -> int:
     from streams.clickhouse.client import redact
 
     s = _settings(args)
+    since_text = args.since or DEFAULT_SINCE.get(args.what)
     try:
-        since = queries.parse_since(args.since)
+        since = None if since_text is None else queries.parse_since(since_text)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     ch = _clickhouse(s)
@@ -855,6 +934,9 @@ def cmd_query(args: argparse.Namespace) -> int:
             raise CliError(f"no {', '.join(missing)} table in ClickHouse {redact(s.clickhouse_url)} (database "
                            f"{ch.db}): nothing has been loaded yet; run `touchstream run` (it loads history), "
                            "`touchstream backfill OUT_DIR`, or `touchstream migrate` and a worker")
+        if args.what in ("profiles", "attribution", "roi"):
+            return _growth_query(args, ch, since)
+        assert since is not None
         if args.what == "funnel":
             rows = queries.funnel(ch, args.tenant, since, args.by, window_ms=s.funnel_window_ms)
         elif args.what == "sla":
@@ -872,21 +954,164 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _growth_query(args: argparse.Namespace, ch: Any, since: int | None) -> int:
+    """``query profiles|attribution|roi``: the answers of issue 21 (docs/profiles-and-attribution.md)."""
+    from streams.clickhouse import queries
+
+    by = args.by or "campaign"
+    if args.what == "profiles":
+        _fresh_rfm(ch)
+        if args.person:
+            found = queries.profile(ch, args.person, args.tenant)
+            if not found:
+                raise CliError(f"no profile of person {args.person!r}"
+                               + (f" in tenant {args.tenant}" if args.tenant else "")
+                               + ": person ids are on the enriched touchpoints (person_id)")
+            return _emit(args, found, lambda: [_print_person(p) for p in found])
+        body = {"lifecycle": queries.lifecycle_counts(ch, args.tenant, since),
+                "persons": queries.profiles(ch, args.tenant, since, sort=args.sort, limit=args.limit,
+                                            stage=args.stage)}
+        return _emit(args, body, lambda: _print_profiles(body, args.sort))
+    if args.what == "attribution":
+        rows = queries.attribution(ch, args.tenant, since, by=by)
+        return _emit(args, rows, lambda: _print_table(_for_people(rows, by)))
+    if by == "campaign":
+        rows = queries.campaign_roi(ch, args.tenant, since, model=args.model)
+    else:
+        rows = queries.roi(ch, args.tenant, since, by=by, model=args.model)
+
+    def text() -> None:
+        _print_table(_for_people([{k: v for k, v in r.items() if not k.startswith("chain")} for r in rows], by))
+        chains = [r for r in rows if r.get("chain")]
+        if chains:
+            print("\nstage conversion chain (persons the campaign touched who reached each stage; rate from the "
+                  "previous stage)")
+            _print_table([{"tenant_id": r["tenant_id"], "campaign": r["campaign"],
+                           **{s["stage"]: s["persons"] if s["rate"] is None else f"{s['persons']} ({s['rate']:.1%})"
+                              for s in r["chain"]},
+                           "deals/entrants": r["chain_product"]} for r in chains])
+
+    return _emit(args, rows, text)
+
+
+def _fresh_rfm(ch: Any) -> None:
+    """RFM refreshes every 10 minutes on a server (left to its schedule); the embedded engine
+    lives only as long as a command, so it may never have scored the profiles it holds: refresh
+    first when it is behind."""
+    from streams.clickhouse import queries
+
+    if not ch.embedded:
+        return
+    try:
+        if queries.rfm_is_stale(ch):
+            queries.refresh_rfm(ch)
+    except Exception as exc:  # e.g. a read-only user: the scores of the last refresh still answer
+        from clickhouse_connect.driver.exceptions import DatabaseError
+
+        if not isinstance(exc, DatabaseError):
+            raise
+        print(f"touchstream query: RFM scores not refreshed ({str(exc).splitlines()[0][:160]}); "
+              "showing the last refresh", file=sys.stderr)
+
+
+def _emit(args: argparse.Namespace, body: Any, text: Callable[[], Any]) -> int:
+    if args.json:
+        print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+    else:
+        text()
+    return 0
+
+
+def _for_people(rows: list[dict[str, Any]], by: str) -> list[dict[str, Any]]:
+    """Rows without the integer twins of the money columns (``*_minor``, ``*_micros``, ``exponent``):
+    the table shows the decimals, ``--json`` has both. A missing campaign/channel reads "(none)"."""
+    return [{k: ("(none)" if k == by and v is None else v) for k, v in r.items()
+             if not k.endswith(("_minor", "_micros")) and k != "exponent"} for r in rows]
+
+
+def _iso(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _revenue(p: dict[str, Any]) -> str:
+    return ", ".join(f"{cur} {amount}" for cur, amount in p["revenue"].items())
+
+
+def _print_profiles(body: dict[str, Any], sort: str) -> None:
+    from streams.core.tagrules import LIFECYCLE
+
+    table: dict[str, dict[str, Any]] = {}
+    for r in body["lifecycle"]:
+        row = table.setdefault(r["tenant_id"], {"tenant_id": r["tenant_id"]})
+        row[r["stage"]] = r["persons"]
+    for row in table.values():
+        row["persons"] = sum(row[s] for s in LIFECYCLE)
+    print("persons per lifecycle stage")
+    _print_table(list(table.values()))
+    print(f"\npersons ({'most recently seen' if sort == 'recent' else 'most ' + sort} first)")
+    _print_table([{"tenant_id": p["tenant_id"], "person_id": p["person_id"], "stage": p["lifecycle_stage"],
+                   "last_seen": _iso(p["last_seen"]), "events": p["events"], "deals": p["deals_won"],
+                   "revenue": _revenue(p), "rfm": p["rfm"], "tags": ",".join(p["tags"]),
+                   "channels": ",".join(p["channels"])} for p in body["persons"]])
+
+
+def _print_person(p: dict[str, Any]) -> None:
+    lines = [("person", p["person_id"] + (f" (merged from {p['merged_from']})" if p.get("merged_from") else "")),
+             ("tenant", p["tenant_id"]),
+             ("lifecycle stage", f"{p['lifecycle_stage']} since {_iso(p['lifecycle_stage_at'])}"),
+             ("seen", f"{_iso(p['first_seen'])} .. {_iso(p['last_seen'])}, {p['events']} events"),
+             ("identifiers", ", ".join(p["identifier_types"])), ("channels", ", ".join(p["channels"])),
+             ("campaigns", ", ".join(p["campaigns"])),
+             ("funnel", ", ".join(f"{k} {v}" for k, v in p["funnel_stages"].items())),
+             ("deals won", f"{p['deals_won']}" + (f" ({_revenue(p)})" if p["revenue"] else "")),
+             ("tags", ", ".join(p["tags"])),
+             ("rfm", "not scored yet" if p["rfm"] is None else
+              f"{p['rfm']} (recency {p['r_score']}, frequency {p['f_score']}, monetary {p['m_score']})")]
+    for k, v in lines:
+        print(f"{k:16s} {v}")
+
+
 def add_query(sub: Any) -> None:
-    q = _command(sub, "query", cmd_query, "answers from ClickHouse: funnel, sla, sessions, anomalies",
+    from streams.core.attribution import MODELS
+    from streams.core.tagrules import LIFECYCLE
+
+    q = _command(sub, "query", cmd_query,
+                 "answers from ClickHouse: funnel, sla, sessions, anomalies, profiles, attribution, roi",
                  "Answers from ClickHouse (exact: FINAL): funnel = persons per stage and conversion; sla = "
                  "attainment, response-time percentiles and breaches by team and channel; sessions = sessions "
-                 "by channel; anomalies = open (or --all) funnel anomalies with estimated lost conversions.",
+                 "by channel; anomalies = open (or --all) funnel anomalies with estimated lost conversions; "
+                 "profiles = persons per lifecycle stage and the most recent (or --sort) persons with tags and "
+                 "RFM scores, or one --person; attribution = attributed revenue per campaign (or --by channel), "
+                 "the five models side by side; roi = attributed revenue (--model), cost, ROAS and ROI per "
+                 "campaign (or --by channel) with the stage conversion chain. Money is printed with the "
+                 "currency's decimals; --json also has the integer minor units / micros.",
                  [f"touchstream query funnel --tenant {TENANTS[0]} --since 1h --by campaign",
                   f"touchstream query sla --tenant {TENANTS[1]} --since 24h --json",
                   "touchstream query anomalies --since 7d --all",
-                  f"touchstream query sessions --tenant {TENANTS[2]} | head"],
+                  f"touchstream query sessions --tenant {TENANTS[2]} | head",
+                  f"touchstream query profiles --tenant {TENANTS[1]} --sort revenue --limit 10",
+                  "touchstream query profiles --person p_59f439caab8f0738 --json",
+                  f"touchstream query attribution --tenant {TENANTS[0]} --since 30d",
+                  "touchstream query roi --model time_decay --by channel --json"],
                  CLICKHOUSE_ENV)
     q.add_argument("what", choices=list(QUERY_TABLES), help="which answer")
     q.add_argument("--tenant", help=f"one tenant, e.g. {TENANTS[0]} (default: all)")
-    q.add_argument("--since", default="1h", help="period: 30m, 1h, 7d (default 1h)")
-    q.add_argument("--by", choices=["campaign", "channel"], help="funnel: split by dimension")
+    q.add_argument("--since", default=None,
+                   help="period: 30m, 1h, 7d (default 1h; profiles, attribution, roi: all time). profiles: "
+                        "persons seen in it; attribution: deals won in it; roi: whole UTC days from the one "
+                        "it starts in")
+    q.add_argument("--by", choices=["campaign", "channel"],
+                   help="funnel: split by dimension; attribution, roi: per campaign (default) or channel")
     q.add_argument("--all", action="store_true", help="anomalies: include resolved ones")
+    q.add_argument("--model", choices=list(MODELS), default="linear",
+                   help="roi: the attribution model whose revenue is set against cost (default linear)")
+    q.add_argument("--person", metavar="ID", help="profiles: one person's profile (followed through merges)")
+    q.add_argument("--sort", choices=["recent", "revenue", "events"], default="recent",
+                   help="profiles: which persons to list first (default recent)")
+    q.add_argument("--limit", type=int, default=20, help="profiles: how many persons to list (default 20)")
+    q.add_argument("--stage", choices=list(LIFECYCLE), help="profiles: only persons at this lifecycle stage")
     q.add_argument("--json", action="store_true", help="rows as JSON instead of a table")
     _data_dir_flag(q)
 
@@ -907,9 +1132,16 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.what == "attribution":
+        return _evaluate_attribution(args)
+    if args.what == "nab":
+        return _evaluate_nab(args)
     from streams.devtools.evaluate import main as evaluate
 
     hint = "write it with `touchstream simulate --truth` / `touchstream process --out`"
+    if not args.truth or not args.anomalies:
+        raise CliError("evaluate (funnel incidents) needs --truth and --anomalies: the files of "
+                       "`touchstream simulate --truth` and `touchstream process --out`")
     truth = _need_file(args.truth, "truth file", hint)
     anomalies = _need_file(args.anomalies, "anomalies file", hint)
     funnel = _need_file(args.funnel, "funnel file", hint) if args.funnel else None
@@ -926,18 +1158,134 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    out = []
+    with path.open("rb") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    out.append(orjson.loads(line))
+                except orjson.JSONDecodeError as exc:
+                    raise CliError(f"{path}:{n}: not JSON ({exc})") from exc
+    return out
+
+
+def _evaluate_attribution(args: argparse.Namespace) -> int:
+    """Attribution against the simulator's ground truth: from files (``--truth`` of
+    ``simulate --truth``, ``--credits`` = attribution.jsonl of ``process``), or simulate → process
+    (offline core, this process) → compare."""
+    import tempfile
+
+    from streams.app.worker import pipeline_config
+    from streams.devtools import simulate
+    from streams.devtools.evaluate_attribution import evaluate
+    from streams.offline import run as run_offline
+
+    config = pipeline_config(_settings(args))
+    if args.truth or args.credits:
+        hint = "write them with `touchstream simulate --truth` and `touchstream process --out`"
+        if not (args.truth and args.credits):
+            raise CliError(f"evaluate attribution from files needs both --truth and --credits: {hint}")
+        truth = orjson.loads(_need_file(args.truth, "truth file", hint).read_bytes())
+        if "attribution" not in truth:
+            raise CliError(f"{args.truth} has no attribution truth: write it with this version's "
+                           "`touchstream simulate --truth`")
+        credits = _read_jsonl(_need_file(args.credits, "credits file", hint))
+        run_info: dict[str, Any] = {"truth": str(args.truth), "credits": str(args.credits)}
+    else:
+        start_ms = int(args.start_ms) if args.start_ms is not None else \
+            int(time.time() * 1000) - int(args.duration * 1000)
+        cfg = simulate.SimConfig(rate=args.rate, duration_s=args.duration, seed=args.seed, start_ms=start_ms)
+        truth = simulate.truth(cfg)
+        t0 = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="ts-eval-") as tmp, \
+                _progress(args, "simulate+process", unit="events") as progress:
+            summary = run_offline((simulate.dumps(ev) for ev in simulate.generate(cfg)), Path(tmp), config,
+                                  source="simulate", progress=progress)
+            credits = _read_jsonl(Path(tmp) / "attribution.jsonl")
+        run_info = {"rate": args.rate, "duration_s": args.duration, "seed": args.seed, "start_ms": start_ms,
+                    "events": summary.lines, "seconds": round(time.monotonic() - t0, 1)}
+    res = {"run": run_info, **evaluate(truth, credits, config.attribution)}
+    if args.json:
+        print(orjson.dumps(res, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(f"deals {res['deals']}, attributed {res['deals_attributed']}, missing {len(res['deals_missing'])}, "
+          f"unexpected {len(res['deals_unexpected'])}, revised {res['deals_revised']}")
+    print(f"totals exact (every deal, model and revision sums to its value): {res['totals_exact']}")
+    for problem in res["total_problems"]:
+        print(f"  {problem}")
+    acq = res["acquisition"]
+    print(f"first touch names the acquiring campaign: {acq['first_touch_names_it']} of {acq['deals_with_campaign']}")
+    _print_table([{"model": m, "exact_deals": v["exact_deals"], "exact_share": _round(v["exact_share"]),
+                   "credit_accuracy": _round(v["credit_accuracy"])} for m, v in res["models"].items()])
+    return 0
+
+
+def _round(x: float | None, places: int = 4) -> float | None:
+    return None if x is None else round(x, places)
+
+
+def _evaluate_nab(args: argparse.Namespace) -> int:
+    from streams.devtools import nab_eval
+
+    root = Path(args.root) if args.root else nab_eval.corpus.DEFAULT_ROOT
+    if not (root / "data").is_dir() or not (root / "labels").is_dir():
+        raise CliError(f"no NAB corpus at {root} (expected data/ and labels/): give --root")
+    if not args.json:
+        argv = ["--root", str(root)]
+        if args.categories:
+            argv += ["--categories", *args.categories]
+        if args.files:
+            argv += ["--files", *args.files]
+        if args.out:
+            argv += ["--json", str(args.out)]
+        if nab_eval.main(argv) != 0:
+            raise CliError(f"no NAB data files selected under {root}")
+        return 0
+    categories = tuple(args.categories) if args.categories else nab_eval.DEFAULT_CATEGORIES
+    result = nab_eval.evaluate(root, args.files, categories=categories)
+    if not result["files"]:
+        raise CliError(f"no NAB data files selected under {root}")
+    text = orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode()
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
 def add_evaluate(sub: Any) -> None:
-    ev = _command(sub, "evaluate", cmd_evaluate, "anomaly detector recall / false alarms / delay vs simulator truth",
-                  "Score the anomaly detector's output of a simulated run against the incidents the simulator "
-                  "injected: recall, false alarms per 100 series-days, median detection delay.",
+    ev = _command(sub, "evaluate", cmd_evaluate,
+                  "score the detector and attribution: vs simulator truth, NAB",
+                  "funnel (default): score the anomaly detector's output of a simulated run against the "
+                  "incidents the simulator injected: recall, false alarms per 100 series-days, median "
+                  "detection delay. attribution: simulate a run, process it with the offline core and compare "
+                  "each model's credits with the simulator's ground truth (or compare --truth and --credits "
+                  "files): deals exact to the cent, credit accuracy, totals exact. nab: the anomaly detector "
+                  "scored with NAB's rules on the NAB corpus (docs/detector.md).",
                   ["touchstream simulate --duration 3600 --out feed.jsonl --truth truth.json && "
                    "touchstream process feed.jsonl --out out/ && "
-                   "touchstream evaluate --truth truth.json --anomalies out/anomalies.jsonl --funnel out/funnel.jsonl"],
-                  ())
-    ev.add_argument("--truth", required=True, help="incidents file of `touchstream simulate --truth`")
-    ev.add_argument("--anomalies", required=True, help="anomalies.jsonl of `touchstream process`")
-    ev.add_argument("--funnel", help="funnel.jsonl of the same run: eligibility and series-days")
-    ev.add_argument("--json", action="store_true", help="the scores as JSON")
+                   "touchstream evaluate --truth truth.json --anomalies out/anomalies.jsonl --funnel out/funnel.jsonl",
+                   "touchstream evaluate attribution --rate 50 --duration 14400 --seed 7",
+                   "touchstream evaluate attribution --truth truth.json --credits out/attribution.jsonl --json",
+                   "touchstream evaluate nab --root ../shared/data/nab"],
+                  ("TOUCHSTREAM_RULES_DIR", "TOUCHSTREAM_ATTRIBUTION_LOOKBACK_DAYS"), quiet=True)
+    ev.add_argument("what", nargs="?", choices=["funnel", "attribution", "nab"], default="funnel",
+                    help="what to score (default funnel: the detector's incidents)")
+    ev.add_argument("--truth", help="funnel, attribution: the truth file of `touchstream simulate --truth`")
+    ev.add_argument("--anomalies", help="funnel: anomalies.jsonl of `touchstream process`")
+    ev.add_argument("--funnel", help="funnel: funnel.jsonl of the same run: eligibility and series-days")
+    ev.add_argument("--credits", help="attribution: attribution.jsonl of `touchstream process` (with --truth)")
+    ev.add_argument("--rate", type=float, default=50.0, help="attribution: simulated events per second (default 50)")
+    ev.add_argument("--duration", type=float, default=4 * 3600.0,
+                    help="attribution: seconds of simulated event time (default 14400)")
+    ev.add_argument("--seed", type=int, default=7, help="attribution: simulator seed (default 7)")
+    ev.add_argument("--start-ms", help="attribution: event time of the first event, epoch ms "
+                                       "(default: duration before now)")
+    ev.add_argument("--root", help="nab: NAB directory with data/ and labels/ (default: the shared data set)")
+    ev.add_argument("--categories", nargs="+", help="nab: data categories (default realAdExchange realTraffic)")
+    ev.add_argument("--files", nargs="+", help="nab: relative data files instead of categories")
+    ev.add_argument("--out", help="nab: also write the full result as JSON to this file")
+    ev.add_argument("--json", action="store_true", help="the scores as JSON on stdout")
 
 
 # ----------------------------------------------------------------------------- bench
@@ -980,8 +1328,8 @@ def add_bench(sub: Any) -> None:
 # ----------------------------------------------------------------------------- parser
 
 COMMANDS: tuple[Callable[[Any], None], ...] = (
-    add_run, add_worker, add_kafka, add_migrate, add_simulate, add_process, add_backfill, add_status, add_query,
-    add_dlq, add_evaluate, add_bench,
+    add_run, add_worker, add_kafka, add_migrate, add_simulate, add_process, add_backfill, add_costs, add_status,
+    add_query, add_dlq, add_evaluate, add_bench,
 )
 
 EPILOG = f"""examples:

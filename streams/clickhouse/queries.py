@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import re
 import time
+from decimal import Decimal
 from typing import Any
 
 from streams.clickhouse.client import ClickHouse
+from streams.core.attribution import MODELS
 from streams.core.conversion import StageFlow
 from streams.core.funnel import FunnelConfig
+from streams.core.money import exponent
+from streams.core.roi import chain_product, conversion_chain
+from streams.core.roi import roi as roi_ratios
 from streams.core.stages import STAGES
+from streams.core.tagrules import LIFECYCLE
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 DEFAULT_WINDOW_MS = FunnelConfig().window_ms
@@ -351,3 +357,323 @@ def sla_breaches_by_team(ch: ClickHouse, tenant: str | None, since_s: int) -> li
          "last_breach_at": int(last)}
         for t, team, n, c, last in rows
     ]
+
+
+# --- profiles, attribution, ROI (issue 21; views of schemas/clickhouse/0007_profiles_attribution.sql) ---------
+#
+# Money stays integer until it is printed: revenue in minor units with the currency's exponent
+# (``money.exponent``: 2 for EUR, 0 for JPY, 3 for KWD), costs in micro-units. Rows carry the
+# integers (``*_minor``, ``*_micros``) for machines and the decimal text for people; ratios are
+# computed from the integers (:func:`streams.core.roi.roi`: the units cancel).
+
+#: what ``query roi`` and the board show when no model is asked for: every touch gets a share
+DEFAULT_MODEL = "linear"
+
+
+def money_text(minor: int, exponent: int) -> str:
+    """Integer minor units → decimal text with exactly ``exponent`` places (12345, 2 → "123.45")."""
+    return str(Decimal(int(minor)).scaleb(-exponent).quantize(Decimal(1).scaleb(-exponent)))
+
+
+def micros_text(micros: int, exponent: int) -> str:
+    """Micro-units → decimal text: the currency's places, more only where the micros need them
+    (an impression at a 6.50 CPM costs 0.0065, which rounding to cents would hide)."""
+    exact = Decimal(int(micros)).scaleb(-6).normalize()
+    places = max(exponent, -exact.as_tuple().exponent)  # type: ignore[operator]
+    return str(exact.quantize(Decimal(1).scaleb(-places)))
+
+
+def _ratio(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+def _since_ms(since_s: int | None, now_ms: int | None) -> int:
+    """Start of the period in epoch ms; 0 (everything) without ``since``."""
+    if since_s is None:
+        return 0
+    return (int(time.time() * 1000) if now_ms is None else now_ms) - since_s * 1000
+
+
+def lifecycle_counts(
+    ch: ClickHouse, tenant: str | None, since_s: int | None = None, now_ms: int | None = None
+) -> list[dict[str, Any]]:
+    """Persons per lifecycle stage (``profiles_latest``: active profiles, merged ones left out),
+    every stage present in lifecycle order, per tenant; with ``since``, persons seen in the period.
+
+    ``{"tenant_id": "acme", "stage": "lead", "persons": 120, "share": 0.012}`` (share of the
+    tenant's persons)."""
+    rows = ch.query(
+        f"SELECT tenant_id, lifecycle_stage, count() FROM {ch.db}.profiles_latest "
+        "WHERE last_seen >= fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC')"
+        f"{_tenant_clause(tenant)} GROUP BY tenant_id, lifecycle_stage",
+        {"from_ms": _since_ms(since_s, now_ms), "tenant": tenant or ""},
+    )
+    counts: dict[str, dict[str, int]] = {}
+    for t, stage, n in rows:
+        counts.setdefault(t, {})[stage] = int(n)
+    out = []
+    for t, by_stage in sorted(counts.items()):
+        total = sum(by_stage.values())
+        for stage in LIFECYCLE:
+            n = by_stage.get(stage, 0)
+            out.append({"tenant_id": t, "stage": stage, "persons": n, "share": round(n / total, 4) if total else None})
+    return out
+
+
+def rfm_is_stale(ch: ClickHouse) -> bool:
+    """True when ``person_rfm`` has never refreshed, or profiles arrived after its last refresh
+    began (refresh times are whole seconds: profiles of the refresh's own second count as newer)."""
+    rows = ch.query(
+        "SELECT last_success_time IS NULL OR last_success_time <= "
+        f"(SELECT toDateTime(max(ingested_at)) FROM {ch.db}.person_profiles) "
+        "FROM system.view_refreshes WHERE database = {db:String} AND view = 'person_rfm'",
+        {"db": ch.db},
+    )
+    return bool(rows and rows[0][0])  # no row: not a refreshable view on this server, nothing to do
+
+
+def refresh_rfm(ch: ClickHouse) -> None:
+    """Recompute the RFM scores now (they refresh every 10 minutes on a server; a short-lived
+    embedded engine would otherwise show none)."""
+    ch.command(f"SYSTEM REFRESH VIEW {ch.db}.person_rfm")
+    ch.command(f"SYSTEM WAIT VIEW {ch.db}.person_rfm")
+
+
+PROFILE_SORTS: dict[str, str] = {
+    "recent": "last_seen DESC",
+    "revenue": "revenue_total_minor DESC, last_seen DESC",
+    "events": "events DESC, last_seen DESC",
+}
+
+_PROFILE_COLUMNS = (
+    "tenant_id, person_id, lifecycle_stage, toUnixTimestamp64Milli(first_seen), toUnixTimestamp64Milli(last_seen), "
+    "events, channels, campaigns, deals_won, revenue_minor, "
+    # tags whose expiry lies in the past are no longer held (docs/profiles-and-attribution.md)
+    "arrayFilter((t, e) -> e IS NULL OR e > now64(3), tags, tag_expires_at), r_score, f_score, m_score, rfm, "
+    "max_funnel_stage, version"
+)
+
+
+def _profile_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    (t, pid, stage, first, last, events, channels, campaigns, deals, revenue, tags, r, f, m, rfm, funnel,
+     version) = row
+    return {
+        "tenant_id": t, "person_id": pid, "lifecycle_stage": stage, "first_seen": int(first), "last_seen": int(last),
+        "events": int(events), "channels": list(channels), "campaigns": list(campaigns), "deals_won": int(deals),
+        "revenue": {cur: money_text(v, exponent(cur)) for cur, v in sorted(revenue.items())},
+        "revenue_minor": {cur: int(v) for cur, v in sorted(revenue.items())},
+        "tags": list(tags), "max_funnel_stage": funnel or None, "version": int(version),
+        # 0 scores: the person arrived after the last RFM refresh (LEFT JOIN default)
+        "rfm": rfm or None, "r_score": int(r) or None, "f_score": int(f) or None, "m_score": int(m) or None,
+    }
+
+
+def profiles(
+    ch: ClickHouse,
+    tenant: str | None,
+    since_s: int | None = None,
+    *,
+    sort: str = "recent",
+    limit: int = 20,
+    stage: str | None = None,
+    now_ms: int | None = None,
+) -> list[dict[str, Any]]:
+    """The first ``limit`` current profiles (``profiles_current``: latest active, with RFM) by
+    ``sort`` (:data:`PROFILE_SORTS`), optionally of one lifecycle ``stage`` and seen in the period."""
+    if sort not in PROFILE_SORTS:
+        raise ValueError(f"sort must be one of {', '.join(PROFILE_SORTS)}, got {sort!r}")
+    where = "last_seen >= fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC')" + _tenant_clause(tenant)
+    if stage is not None:
+        where += " AND lifecycle_stage = {stage:String}"
+    rows = ch.query(
+        f"SELECT {_PROFILE_COLUMNS} FROM {ch.db}.profiles_current WHERE {where} "
+        f"ORDER BY {PROFILE_SORTS[sort]}, tenant_id, person_id LIMIT {{limit:UInt32}}",
+        {"from_ms": _since_ms(since_s, now_ms), "tenant": tenant or "", "stage": stage or "", "limit": limit},
+    )
+    return [_profile_row(r) for r in rows]
+
+
+def profile(ch: ClickHouse, person_id: str, tenant: str | None = None) -> list[dict[str, Any]]:
+    """The current profile of one person (one per tenant holding that id), with its tags, RFM and
+    counts per funnel stage; a person merged into another is followed to the survivor."""
+    rows = ch.query(
+        f"SELECT merged_into FROM {ch.db}.person_profiles FINAL "
+        "WHERE person_id = {person:String} AND status = 'merged'" + _tenant_clause(tenant),
+        {"person": person_id, "tenant": tenant or ""},
+    )
+    wanted = [person_id, *(r[0] for r in rows if r[0])]
+    found = ch.query(
+        f"SELECT {_PROFILE_COLUMNS}, funnel_stages, identifier_types, lifecycle_stage_at "
+        f"FROM {ch.db}.profiles_current WHERE person_id IN {{ids:Array(String)}}{_tenant_clause(tenant)} "
+        "ORDER BY tenant_id, person_id",
+        {"ids": wanted, "tenant": tenant or ""},
+    )
+    out = []
+    for row in found:
+        p = _profile_row(row[:-3])
+        funnel_stages, id_types, stage_at = row[-3:]
+        p["funnel_stages"] = {s: int(funnel_stages[s]) for s in STAGES if s in funnel_stages}
+        p["identifier_types"] = list(id_types)
+        p["lifecycle_stage_at"] = int(stage_at.timestamp() * 1000) if hasattr(stage_at, "timestamp") else stage_at
+        if p["person_id"] != person_id:
+            p["merged_from"] = person_id
+        out.append(p)
+    return out
+
+
+_ATTR_DIMS = {"campaign": "campaign", "channel": "channel"}
+
+
+def attribution(
+    ch: ClickHouse, tenant: str | None, since_s: int | None = None, by: str = "campaign", now_ms: int | None = None
+) -> list[dict[str, Any]]:
+    """Attributed revenue of the deals won in the period, per (tenant, ``by`` value, currency),
+    the five models side by side (``attribution_current``: each deal's latest revision).
+
+    One row per campaign (``None``: no campaign, or no touch in the look-back) and a ``total``
+    row per tenant and currency, where every model shows the same amount: the deals' revenue::
+
+        {"tenant_id": "acme", "campaign": "spring", "currency": "EUR", "exponent": 2, "deals": 4,
+         "first_touch": "300.00", ..., "first_touch_minor": 30000, ...}
+
+    ``deals``: deals with a credit here in any model."""
+    if by not in _ATTR_DIMS:
+        raise ValueError(f"by must be campaign or channel, got {by!r}")
+    col = _ATTR_DIMS[by]
+    params = {"from_ms": _since_ms(since_s, now_ms), "tenant": tenant or ""}
+    period = "deal_at >= fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC')" + _tenant_clause(tenant)
+    rows = ch.query(
+        f"SELECT tenant_id, {col}, currency, model, sum(credit_minor), any(currency_exponent), 0 "
+        f"FROM {ch.db}.attribution_current WHERE {period} GROUP BY tenant_id, {col}, currency, model "
+        "UNION ALL "
+        f"SELECT tenant_id, {col}, currency, '', 0, 0, uniqExact(deal_id) "
+        f"FROM {ch.db}.attribution_current WHERE {period} GROUP BY tenant_id, {col}, currency",
+        params,
+    )
+    cells: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for t, dim, cur, model, minor, _, deals in rows:
+        cell = cells.setdefault((t, dim, cur), {"deals": 0, "minor": dict.fromkeys(MODELS, 0)})
+        if model:
+            cell["minor"][model] = int(minor)
+        else:
+            cell["deals"] = int(deals)
+    totals: dict[tuple[str, str], dict[str, Any]] = {}
+    if cells:
+        for t, cur, deals in ch.query(
+            f"SELECT tenant_id, currency, uniqExact(deal_id) FROM {ch.db}.attribution_current "
+            f"WHERE {period} GROUP BY tenant_id, currency", params
+        ):
+            totals[(t, cur)] = {"deals": int(deals), "minor": dict.fromkeys(MODELS, 0)}
+    for (t, _, cur), cell in cells.items():
+        for m in MODELS:
+            totals[(t, cur)]["minor"][m] += cell["minor"][m]
+
+    def row(t: str, dim: str | None, cur: str, cell: dict[str, Any]) -> dict[str, Any]:
+        exp = exponent(cur)
+        return {"tenant_id": t, by: dim, "currency": cur, "exponent": exp, "deals": cell["deals"],
+                **{m: money_text(cell["minor"][m], exp) for m in MODELS},
+                **{f"{m}_minor": cell["minor"][m] for m in MODELS}}
+
+    out = []
+    for (t, cur), total in sorted(totals.items()):
+        mine = sorted(((dim, cell) for (tt, dim, cc), cell in cells.items() if (tt, cc) == (t, cur)),
+                      key=lambda dc: (-dc[1]["minor"][DEFAULT_MODEL], dc[0]))
+        out += [row(t, dim or None, cur, cell) for dim, cell in mine]
+        out.append(row(t, "(total)", cur, total))
+    return out
+
+
+def _day_clause(since_s: int | None, now_ms: int | None) -> tuple[str, dict[str, Any]]:
+    """ROI periods are whole UTC days (costs are daily): from the day ``since`` falls in."""
+    return "day >= toDate(fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC'))", {"from_ms": _since_ms(since_s, now_ms)}
+
+
+def roi(
+    ch: ClickHouse,
+    tenant: str | None,
+    since_s: int | None = None,
+    *,
+    by: str = "campaign",
+    model: str = DEFAULT_MODEL,
+    now_ms: int | None = None,
+) -> list[dict[str, Any]]:
+    """Attributed revenue (one ``model``), cost and ROI per (tenant, campaign or channel, currency),
+    over the whole UTC days of the period (``attributed_revenue_daily`` by the deal's day,
+    ``campaign_costs_daily``: the cost feed where it covers a day, else ad-event costs), the best
+    revenue first; the definitions of ``roi_by_campaign`` / ``roi_by_channel`` and :func:`roi.roi`::
+
+        {"tenant_id": "acme", "campaign": "spring", "currency": "EUR", "model": "linear", "deals": 4,
+         "revenue": "300.00", "cost": "50.5065", "roas": 5.94, "roi": 4.94,
+         "revenue_minor": 30000, "cost_micros": 50506500, "exponent": 2}
+
+    ``roas``/``roi`` are None without cost; ``campaign`` None is revenue no campaign earned (and
+    ``channel`` None revenue with no touch). Per campaign, :func:`conversion_chains` gives the
+    stage chain that produced it."""
+    if by not in _ATTR_DIMS:
+        raise ValueError(f"by must be campaign or channel, got {by!r}")
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
+    col = _ATTR_DIMS[by]
+    days, params = _day_clause(since_s, now_ms)
+    params.update(tenant=tenant or "", model=model)
+    rows = ch.query(
+        f"SELECT tenant_id, {col}, currency, sum(revenue_minor), sum(deals), 0 FROM {ch.db}.attributed_revenue_daily "
+        f"WHERE model = {{model:String}} AND {days}{_tenant_clause(tenant)} GROUP BY tenant_id, {col}, currency "
+        "UNION ALL "
+        f"SELECT tenant_id, {col}, currency, 0, 0, sum(cost_micros) FROM {ch.db}.campaign_costs_daily "
+        f"WHERE {days}{_tenant_clause(tenant)} GROUP BY tenant_id, {col}, currency",
+        params,
+    )
+    sums: dict[tuple[str, str, str], list[int]] = {}
+    for t, dim, cur, revenue, deals, cost in rows:
+        s = sums.setdefault((t, dim, cur), [0, 0, 0])
+        s[0] += int(revenue)
+        s[1] += int(deals)
+        s[2] += int(cost)
+    out = []
+    for (t, dim, cur), (revenue, deals, cost) in sums.items():
+        exp = exponent(cur)
+        # the ratios from integers in one unit (micros): exact inputs, one float division
+        ratios = roi_ratios(revenue * 10 ** (6 - exp), cost)
+        out.append({"tenant_id": t, by: dim or None, "currency": cur, "model": model, "deals": deals,
+                    "revenue": money_text(revenue, exp), "cost": micros_text(cost, exp),
+                    "roas": _ratio(ratios["roas"]), "roi": _ratio(ratios["roi"]),
+                    "revenue_minor": revenue, "cost_micros": cost, "exponent": exp})
+    out.sort(key=lambda r: (r["tenant_id"], r["currency"], -r["revenue_minor"], -r["cost_micros"], r[by] or ""))
+    return out
+
+
+def conversion_chains(ch: ClickHouse, tenant: str | None) -> list[dict[str, Any]]:
+    """Per (tenant, campaign): of the persons the campaign touched (campaigns on their current
+    profile), how many reached each funnel stage or a later one, the rate from stage to stage
+    and their product (deals / entrants): ``campaign_conversion_chain``, :func:`roi.conversion_chain`.
+    Profiles, so all time (a profile has no period)."""
+    rows = ch.query(
+        f"SELECT tenant_id, campaign, {', '.join(STAGES)} FROM {ch.db}.campaign_conversion_chain"
+        f" WHERE 1{_tenant_clause(tenant)} ORDER BY tenant_id, campaign",
+        {"tenant": tenant or ""},
+    )
+    out = []
+    for t, campaign, *counts in rows:
+        chain = conversion_chain(dict(zip(STAGES, (int(n) for n in counts), strict=True)))
+        product = chain_product(chain)
+        out.append({"tenant_id": t, "campaign": campaign,
+                    "chain": [{**c, "rate": _ratio(c["rate"])} for c in chain],
+                    "product": None if product is None else round(product, 6)})
+    return out
+
+
+def campaign_roi(
+    ch: ClickHouse, tenant: str | None, since_s: int | None = None, *, model: str = DEFAULT_MODEL,
+    now_ms: int | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`roi` per campaign, each row with the stage conversion chain that produced it
+    (``chain``: :func:`conversion_chains`' stages, ``chain_product``: deals / entrants; None for
+    revenue without a campaign). What ``query roi`` and the board's ROI panel show."""
+    rows = roi(ch, tenant, since_s, by="campaign", model=model, now_ms=now_ms)
+    chains = {(c["tenant_id"], c["campaign"]): c for c in conversion_chains(ch, tenant)}
+    for r in rows:
+        chain = chains.get((r["tenant_id"], r["campaign"]))
+        r["chain"] = None if chain is None else chain["chain"]
+        r["chain_product"] = None if chain is None else chain["product"]
+    return rows

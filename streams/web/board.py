@@ -4,7 +4,8 @@ Two audiences, one page (docs/board.md says what each panel shows and how to rea
 the *support* view (open waits by urgency, counts per team and channel, breaches by team) and
 the *growth* view (the period's cohort funnel, per-minute charts of stage volumes and conversion
 per channel and campaign with the detector's incidents marked, open anomalies with their
-estimated lost conversions). Conversion is :mod:`streams.core.conversion`'s, everywhere.
+estimated lost conversions, persons per lifecycle stage, ROI per campaign). Conversion is
+:mod:`streams.core.conversion`'s, everywhere.
 
 Why on the worker: the "open" things (waits whose clock is running, incidents not yet resolved)
 exist exactly in the processing worker's memory; no other component has them before they fire or
@@ -123,6 +124,29 @@ time bucket (tenants added up), the incidents to mark on them and the dimensions
   history, another worker's tenants). ``observed``/``expected`` are the incident's mean rates
   (conversion) or persons per window (volume), as in ``funnel.anomalies``. Sorted by
   ``est_lost_conversions`` (unknown last), then newest.
+
+``GET /api/profiles/lifecycle?tenant=`` — persons per lifecycle stage (docs/profiles-and-attribution.md),
+all time, every stage present::
+
+    {..., "tenants": [{"tenant_id": "acme", "persons": 1000,
+                       "stages": [{"stage": "anonymous", "persons": 900, "share": 0.9}, ...]}],
+     "total": {"persons": 1500, "stages": [...]}}
+
+  ``profiles_latest`` (merged persons left out). ClickHouse only: a ``process`` worker answers
+  ``unavailable`` with empty lists, and a failed query answers the same with ``error``.
+
+``GET /api/roi?tenant=&model=linear`` — ROI per campaign, all time, best revenue first::
+
+    {..., "model": "linear", "models": ["first_touch", ...],
+     "campaigns": [{"tenant_id": "acme", "campaign": "spring", "currency": "EUR", "deals": 4,
+                    "revenue": "300.00", "cost": "50.5065", "roas": 5.94, "roi": 4.94,
+                    "revenue_minor": 30000, "cost_micros": 50506500, "exponent": 2,
+                    "chain": [{"stage": "impression", "persons": 120, "rate": null}, ...],
+                    "chain_product": 0.0333}]}
+
+  Rows of :func:`streams.clickhouse.queries.campaign_roi` (``campaign`` null: revenue no campaign
+  earned; ``roas``/``roi`` null without cost). Money is decimal text in the currency's minor
+  unit (``*_minor``/``*_micros``: the exact integers). ClickHouse only, as above.
 """
 
 from __future__ import annotations
@@ -137,11 +161,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streams.clickhouse import queries
+from streams.core.attribution import MODELS
 from streams.core.conversion import StageFlow, cohort_flow, pool
 from streams.core.funnel import FunnelConfig, dim_key, parse_dim_key
 from streams.core.model import CHANNELS
 from streams.core.stages import STAGE_INDEX, STAGES
 from streams.core.state import Store
+from streams.core.tagrules import LIFECYCLE
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -164,6 +190,8 @@ CACHE_TTL_S = 2.0
 #: The cohort funnel reads every event of the period (about 1 s per 100k events on the embedded
 #: engine), so it is reused longer; a period's funnel barely moves in 15 s.
 FUNNEL_CACHE_TTL_S = 15.0
+#: Lifecycle counts and ROI scan every profile and credit: reused for half a minute (they move slowly).
+GROWTH_CACHE_TTL_S = 30.0
 #: How far back open anomalies are looked up in ClickHouse.
 ANOMALY_LOOKBACK_S = 86_400
 #: A chart has at most this many buckets: the bucket grows with ``since`` (1 min up to 6 h).
@@ -235,6 +263,15 @@ def parse_limit_param(raw: str | None) -> int:
 
 def tenant_param(raw: str | None) -> str | None:
     return raw or None
+
+
+def model_param(raw: str | None) -> str:
+    """The attribution model of the ROI panel (default: :data:`queries.DEFAULT_MODEL`)."""
+    if raw is None or raw == "":
+        return queries.DEFAULT_MODEL
+    if raw not in MODELS:
+        raise BadRequest(f"model must be one of {', '.join(MODELS)}, got {raw!r}")
+    return raw
 
 
 def dimension_param(channel: str | None, campaign: str | None) -> Dim:
@@ -639,6 +676,22 @@ def incidents_for(anomalies: Iterable[Mapping[str, Any]], dim: Dim) -> list[dict
     return out
 
 
+def lifecycle_payload(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """:func:`queries.lifecycle_counts` rows → per tenant and in total, every stage in order."""
+    per: dict[str, dict[str, int]] = {}
+    for r in rows:
+        per.setdefault(r["tenant_id"], {})[r["stage"]] = int(r["persons"])
+
+    def block(counts: Mapping[str, int]) -> dict[str, Any]:
+        n = sum(counts.values())
+        return {"persons": n, "stages": [{"stage": st, "persons": counts.get(st, 0),
+                                          "share": round(counts.get(st, 0) / n, 4) if n else None}
+                                         for st in LIFECYCLE]}
+
+    total = {st: sum(c.get(st, 0) for c in per.values()) for st in LIFECYCLE}
+    return {"tenants": [{"tenant_id": t, **block(c)} for t, c in sorted(per.items())], "total": block(total)}
+
+
 # --- the endpoints ------------------------------------------------------------------------------------
 
 
@@ -811,6 +864,27 @@ class Board:
         source, anomalies, error = await self.anomalies(tenant)
         return _with_error({**self._head(source), **anomalies_payload(anomalies)}, error)
 
+    async def _growth(self, key: tuple[Any, ...], fn: Callable[..., Any], *args: Any,
+                      **kwargs: Any) -> tuple[str, Any, str | None]:
+        """(source, answer or None, error) of a ClickHouse-only answer: profiles and credits live
+        in no worker's memory in a form a board could read, so there is nothing to fall back to."""
+        if not self.has_clickhouse:
+            return "unavailable", None, None
+        try:
+            return "clickhouse", await self._clickhouse(key, GROWTH_CACHE_TTL_S, fn, *args, **kwargs), None
+        except Exception as exc:  # shown on the panel; not kept, so the next poll asks again
+            return "unavailable", None, _error(exc)
+
+    async def lifecycle(self, tenant: str | None) -> dict[str, Any]:
+        source, rows, error = await self._growth(("lifecycle", tenant), queries.lifecycle_counts, tenant)
+        return _with_error({**self._head(source), **lifecycle_payload(rows or [])}, error)
+
+    async def roi(self, tenant: str | None, model: str = queries.DEFAULT_MODEL) -> dict[str, Any]:
+        source, rows, error = await self._growth(("roi", tenant, model), queries.campaign_roi, tenant,
+                                                 model=model)
+        return _with_error({**self._head(source), "model": model, "models": list(MODELS),
+                            "campaigns": rows or []}, error)
+
 
 def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
@@ -885,6 +959,12 @@ def routes(rt: Worker) -> list[tuple[str, Any]]:
     async def anomalies_open(q: Mapping[str, str]) -> dict[str, Any]:
         return await board.open_anomalies(tenant_param(q.get("tenant")))
 
+    async def lifecycle(q: Mapping[str, str]) -> dict[str, Any]:
+        return await board.lifecycle(tenant_param(q.get("tenant")))
+
+    async def roi(q: Mapping[str, str]) -> dict[str, Any]:
+        return await board.roi(tenant_param(q.get("tenant")), model_param(q.get("model")))
+
     return [
         ("/board", board_page),
         ("/api/funnel", api(funnel)),
@@ -892,4 +972,6 @@ def routes(rt: Worker) -> list[tuple[str, Any]]:
         ("/api/sla/open", api(sla_open)),
         ("/api/sla/breaches", api(sla_breaches)),
         ("/api/anomalies/open", api(anomalies_open)),
+        ("/api/profiles/lifecycle", api(lifecycle)),
+        ("/api/roi", api(roi)),
     ]

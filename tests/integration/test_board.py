@@ -538,6 +538,10 @@ GROWTH_LAYOUT = """(() => {
     chartsOverflow: [...document.querySelectorAll('#stage-charts .chart')].some(c => c.scrollWidth > c.clientWidth + 1),
     tabCount: document.getElementById('anomaly-count').textContent,
     dim: document.getElementById('series-dim').textContent,
+    lifecycle: [...document.querySelectorAll('#lifecycle tr.lifecycle')].map(tr => tr.dataset.stage),
+    lifecycleText: document.getElementById('lifecycle').textContent,
+    roiText: document.getElementById('roi').textContent,
+    roiSrc: document.getElementById('roi-src').textContent,
   };
 })()"""
 
@@ -606,6 +610,12 @@ def test_growth_view_charts_incidents_and_cohort_funnel(board_run: dict[str, Any
     assert {"vol-impression", "cnv-impression", "vol-click", "cnv-click", "vol-visit", "cnv-visit"} <= set(charts)
     assert charts["vol-impression"] >= 150 and charts["cnv-click"] >= 150  # three hours of minutes drawn
     assert acme["bands"] == []  # the total has no incident of its own
+    # the lifecycle and ROI panels (below the charts) answered from ClickHouse: the stages once the
+    # sink has written acme's profiles, until then the empty note; never an error
+    assert acme["lifecycle"] in (["anonymous", "known", "lead", "opportunity", "customer"], []), acme["lifecycle"]
+    assert acme["lifecycle"] or acme["lifecycleText"] == "no profiles yet"
+    assert "did not answer" not in acme["lifecycleText"] + acme["roiText"], acme["roiSrc"]
+    assert acme["roiSrc"].startswith("source: clickhouse"), acme["roiSrc"]
 
     spring = seen["spring"]
     (band,) = [b for b in spring["bands"] if b["id"] == INCIDENT_RESOLVED]
