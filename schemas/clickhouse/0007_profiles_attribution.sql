@@ -163,11 +163,13 @@ SELECT tenant_id, day, channel, campaign, currency, cost_micros, 'events' AS sou
 FROM {db}.ad_event_costs_daily
 WHERE (tenant_id, day, campaign) NOT IN (SELECT tenant_id, day, campaign FROM {db}.campaign_costs FINAL);
 
--- ROI per campaign, all time, for every model: attributed revenue against cost (same currency).
--- roas = revenue / cost, roi = (revenue - cost) / cost; NULL without cost. (Cost rows carry
--- exponent 0: max() takes the revenue's; a campaign without revenue has revenue 0 either way.)
-CREATE VIEW IF NOT EXISTS {db}.roi_by_campaign AS
-SELECT tenant_id, model, campaign, currency,
+-- ROI per campaign and per channel, all time, for every model: attributed revenue against cost
+-- (same currency). roas = revenue / cost, roi = (revenue - cost) / cost; NULL without cost. (Cost
+-- rows carry exponent 0: max() takes the revenue's; a campaign without revenue has revenue 0
+-- either way.) Revenue is by the touch's channel and campaign, cost by the ad event's or feed's.
+-- One computation for both dimensions; the two views below name the column.
+CREATE VIEW IF NOT EXISTS {db}.roi_by_dimension AS
+SELECT tenant_id, model, dimension, value, currency,
        revenue_minor, currency_exponent, deals, cost_micros,
        revenue_minor / pow(10, currency_exponent) AS revenue,
        cost_micros / 1000000 AS cost,
@@ -175,49 +177,33 @@ SELECT tenant_id, model, campaign, currency,
        if(cost_micros > 0, (revenue - cost) / cost, NULL) AS roi
 FROM
 (
-    SELECT tenant_id, model, campaign, currency,
+    SELECT tenant_id, model, dim.1 AS dimension, dim.2 AS value, currency,
            sum(revenue_minor) AS revenue_minor, max(currency_exponent) AS currency_exponent,
            sum(deals) AS deals, sum(cost_micros) AS cost_micros
     FROM
     (
-        SELECT tenant_id, model, campaign, currency, revenue_minor, currency_exponent, deals,
-               toInt64(0) AS cost_micros
+        SELECT tenant_id, model, toString(campaign) AS campaign, toString(channel) AS channel, currency,
+               revenue_minor, currency_exponent, deals, toInt64(0) AS cost_micros
         FROM {db}.attributed_revenue_daily
         UNION ALL
-        SELECT tenant_id, model, campaign, currency, toInt64(0), toUInt8(0),
+        SELECT tenant_id, model, toString(campaign), toString(channel), currency, toInt64(0), toUInt8(0),
                toUInt64(0), cost_micros
         FROM {db}.campaign_costs_daily
         ARRAY JOIN ['first_touch', 'last_touch', 'linear', 'time_decay', 'position_based'] AS model
     )
-    GROUP BY tenant_id, model, campaign, currency
+    ARRAY JOIN [('campaign', campaign), ('channel', channel)] AS dim
+    GROUP BY tenant_id, model, dimension, value, currency
 );
 
--- ROI per channel (revenue by the touch's channel, cost by the ad event's or feed's channel).
+CREATE VIEW IF NOT EXISTS {db}.roi_by_campaign AS
+SELECT tenant_id, model, value AS campaign, currency, revenue_minor, currency_exponent, deals, cost_micros,
+       revenue, cost, roas, roi
+FROM {db}.roi_by_dimension WHERE dimension = 'campaign';
+
 CREATE VIEW IF NOT EXISTS {db}.roi_by_channel AS
-SELECT tenant_id, model, channel, currency,
-       revenue_minor, currency_exponent, deals, cost_micros,
-       revenue_minor / pow(10, currency_exponent) AS revenue,
-       cost_micros / 1000000 AS cost,
-       if(cost_micros > 0, revenue / cost, NULL) AS roas,
-       if(cost_micros > 0, (revenue - cost) / cost, NULL) AS roi
-FROM
-(
-    SELECT tenant_id, model, channel, currency,
-           sum(revenue_minor) AS revenue_minor, max(currency_exponent) AS currency_exponent,
-           sum(deals) AS deals, sum(cost_micros) AS cost_micros
-    FROM
-    (
-        SELECT tenant_id, model, channel, currency, revenue_minor, currency_exponent, deals,
-               toInt64(0) AS cost_micros
-        FROM {db}.attributed_revenue_daily
-        UNION ALL
-        SELECT tenant_id, model, channel, currency, toInt64(0), toUInt8(0),
-               toUInt64(0), cost_micros
-        FROM {db}.campaign_costs_daily
-        ARRAY JOIN ['first_touch', 'last_touch', 'linear', 'time_decay', 'position_based'] AS model
-    )
-    GROUP BY tenant_id, model, channel, currency
-);
+SELECT tenant_id, model, value AS channel, currency, revenue_minor, currency_exponent, deals, cost_micros,
+       revenue, cost, roas, roi
+FROM {db}.roi_by_dimension WHERE dimension = 'channel';
 
 -- The stage conversion chain per campaign: of the persons a campaign touched (the campaigns on
 -- their current profile), how many reached each funnel stage or a later one. Rates and their

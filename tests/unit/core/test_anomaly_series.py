@@ -10,19 +10,10 @@ import random
 import pytest
 
 from streams.core.anomaly import DetectorConfig, SeriesDetector, baseline
+from tests.unit.core.test_anomaly import poisson
 
 W = 60_000
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-
-
-def poisson(rng: random.Random, lam: float) -> int:
-    if lam > 50:
-        return max(0, round(lam + math.sqrt(lam) * rng.gauss(0.0, 1.0)))
-    limit, k, prod = math.exp(-lam), 0, rng.random()
-    while prod > limit:
-        prod *= rng.random()
-        k += 1
-    return k
 
 
 def run(det: SeriesDetector, values: list[float], start: int = 0) -> list[float]:
