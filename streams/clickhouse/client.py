@@ -100,12 +100,14 @@ class ClickHouse:
         self._connect().insert(f"{self.db}.{table}", rows, column_names=list(columns), settings=settings)
 
     def count(self, table: str, final: bool = True) -> int:
-        return int(self.query(f"SELECT count() FROM {self.db}.{table}{' FINAL' if final else ''}")[0][0])
+        return int(self.query(f"SELECT count() FROM `{self.db}`.`{table}`{' FINAL' if final else ''}")[0][0])
 
     def tables(self) -> list[str]:
+        """The data tables (not views, not the migrations ledger, not the hidden inner table a
+        materialized view such as ``person_rfm`` keeps its rows in, named ``.inner_id.<uuid>``)."""
         rows = self.query(
             "SELECT name FROM system.tables WHERE database = {db:String} AND engine NOT LIKE '%View%' "
-            "AND name != 'schema_migrations' ORDER BY name",
+            "AND name != 'schema_migrations' AND NOT startsWith(name, '.inner') ORDER BY name",
             {"db": self.db},
         )
         return [r[0] for r in rows]
