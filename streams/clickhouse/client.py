@@ -39,6 +39,10 @@ def database_of(url: str, default: str) -> str:
     return path or default
 
 
+#: engines that collapse rows at read time with FINAL (every table of ours is one of them)
+FINAL_ENGINES = ("ReplacingMergeTree", "CollapsingMergeTree", "SummingMergeTree", "AggregatingMergeTree")
+
+
 class ClickHouse:
     """Process-wide handle; ``db`` is the database every table name is qualified with."""
 
@@ -100,14 +104,22 @@ class ClickHouse:
         self._connect().insert(f"{self.db}.{table}", rows, column_names=list(columns), settings=settings)
 
     def count(self, table: str, final: bool = True) -> int:
+        """Rows of ``table``; ``final``: as queries read them (FINAL), where the engine has it."""
+        if final:
+            engine = self.query("SELECT engine FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+                                {"db": self.db, "t": table})
+            final = bool(engine) and engine[0][0].endswith(FINAL_ENGINES)
         return int(self.query(f"SELECT count() FROM `{self.db}`.`{table}`{' FINAL' if final else ''}")[0][0])
 
     def tables(self) -> list[str]:
-        """The data tables (not views, not the migrations ledger, not the hidden inner table a
-        materialized view such as ``person_rfm`` keeps its rows in, named ``.inner_id.<uuid>``)."""
+        """The data tables: not views, not the migrations ledger, and not the tables ClickHouse
+        keeps for itself (a materialized view such as ``person_rfm`` holds its rows in
+        ``.inner_id.<uuid>`` and builds each refresh in a temporary table beside it, a plain
+        MergeTree that exists only while the refresh runs)."""
         rows = self.query(
             "SELECT name FROM system.tables WHERE database = {db:String} AND engine NOT LIKE '%View%' "
-            "AND name != 'schema_migrations' AND NOT startsWith(name, '.inner') ORDER BY name",
+            "AND name != 'schema_migrations' AND NOT startsWith(name, '.') AND NOT startsWith(name, '_tmp') "
+            "ORDER BY name",
             {"db": self.db},
         )
         return [r[0] for r in rows]
