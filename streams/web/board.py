@@ -403,7 +403,9 @@ def urgency_key(w: Mapping[str, Any]) -> tuple[Any, ...]:
     """
     rank = PRIORITY_RANK.get(w.get("priority") or "normal", PRIORITY_RANK["normal"])
     due_in = float(w["due_in_s"])
-    if due_in < 0:
+    # the row's own flag, computed before ``due_in_s`` was rounded: a wait 40 ms past due reads
+    # due_in_s -0.0 but is overdue, and must sort with the overdue ones it is shown among
+    if w.get("overdue", due_in < 0):
         return (0, rank, due_in, 0.0, w["tenant_id"], w["conversation_id"])
     return (1, math.floor(due_in / 60), rank, due_in, w["tenant_id"], w["conversation_id"])
 

@@ -183,6 +183,10 @@ def test_clickhouse_write_outage_then_exact_recovery(pipeline_env: dict[str, str
     wait_until(lambda: worker_ready(env), 90, what="worker ready")
     produce_events(events[:FIRST_SLICE])
     wait_until(lambda: message_count(bootstrap, topics[0]) == FIRST_SLICE, 90, what="first slice processed")
+    # sessions and funnel windows come from the process stage's clock tick, after the batch that
+    # moved the watermark: wait for them too, or "sunk" can hold while they are still to come
+    wait_until(lambda: all(message_count(bootstrap, t) > 0 for t in topics), 90,
+               what="the first slice's closed sessions and funnel windows")
     wait_until(sunk, 90, what="first slice in ClickHouse")
     before = committed(bootstrap, group, topics)
     assert all(before[t] > 0 for t in topics), before

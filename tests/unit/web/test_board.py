@@ -13,6 +13,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.core.model import Touchpoint
 from streams.core.pipeline import Pipeline, PipelineConfig
@@ -454,3 +456,23 @@ def test_an_all_worker_reads_clickhouse_once_for_concurrent_boards(monkeypatch: 
     anomalies = asyncio.run(b.open_anomalies("t"))
     assert [(a["anomaly_id"], a["source"], a["est_lost_conversions"]) for a in anomalies["anomalies"]] == [
         ("h1", "clickhouse", 2.5)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(dues=st.lists(st.tuples(st.integers(-400, 400), st.sampled_from(["urgent", "high", "normal", "low", None])),
+                     min_size=1, max_size=30))
+def test_every_wait_shown_overdue_sorts_before_every_other_whatever_its_rounding(
+    dues: list[tuple[int, str | None]]
+) -> None:
+    """Overdue is decided on the exact time left, shown to 0.1 s: a wait 40 ms past due reads
+    due_in_s -0.0 yet is overdue, and sorts with the overdue waits, urgent first among them."""
+    now = T0 + 3_600 * S
+    states = [{"tenant_id": "t", "conversation_id": f"c{i}", "team": None, "agent_id": None,
+               "wait": {"n": 1, "channel": "live_chat", "priority": prio, "kind": "first_reply", "policy": None,
+                        "started_at": now - 60 * S, "target_s": 60.0, "due_at": now + due_ms}}
+              for i, (due_ms, prio) in enumerate(dues)]
+    rows = board.open_waits_payload(states, now, limit=1000)["waits"]
+    flags = [r["overdue"] for r in rows]
+    assert flags == sorted(flags, reverse=True)
+    ranks = [board.PRIORITY_RANK[r["priority"] or "normal"] for r in rows if r["overdue"]]
+    assert ranks == sorted(ranks)
