@@ -86,6 +86,18 @@ class WorkerProc:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
+    """SIGTERM, as a supervisor stops a worker; its whole process group is killed if it does not
+    exit within ``timeout``. Returns the exit code."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    return proc.returncode
+
+
 def free_port() -> int:
     import socket
 

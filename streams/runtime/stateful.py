@@ -203,16 +203,16 @@ class StatefulStage:
         ends = {tp.partition: off for tp, off in
                 (await c.end_offsets([TopicPartition(self.changelog, p) for p in parts])).items()}
         ready: list[StreamTask] = []
-        todo: dict[int, int] = {}
+        to_read: dict[int, int] = {}
         for p in parts:
             task = self.tasks.reusable(p, ends[p])
             if task is not None:
                 ready.append(task)
             else:
-                todo[p] = ends[p]
-        if todo:
-            latest = await read_partitions(self.settings, self.changelog, todo)
-            for p, end in todo.items():  # state of tasks nobody runs yet: no lock needed
+                to_read[p] = ends[p]
+        if to_read:
+            latest = await read_partitions(self.settings, self.changelog, to_read)
+            for p, end in to_read.items():  # state of tasks nobody runs yet: no lock needed
                 ready.append(await self._in_core(self._new_task, p, latest.pop(p), end))
         committed = {t.partition: await c.committed(TopicPartition(self.input_topic, t.partition)) for t in ready}
         async with self.lock:
@@ -230,12 +230,12 @@ class StatefulStage:
                 self.tasks.activate(task)
             self._to_restore.difference_update(parts)
             c.resume(*(TopicPartition(self.input_topic, t.partition) for t in ready))
-            metrics.TASKS_ACTIVATED.labels("reused").inc(len(ready) - len(todo))
-            metrics.TASKS_ACTIVATED.labels("restored").inc(len(todo))
+            metrics.TASKS_ACTIVATED.labels("reused").inc(len(ready) - len(to_read))
+            metrics.TASKS_ACTIVATED.labels("restored").inc(len(to_read))
             self.gc.freeze()  # restored state is long-lived: keep full collections from walking it
         log.info("stage %s: partitions %s ready in %.2fs (%d reused, %d restored from %s)", self.name,
                  ",".join(f"{t.partition}@{t.position}" for t in ready), time.monotonic() - t0,
-                 len(ready) - len(todo), len(todo), self.changelog)
+                 len(ready) - len(to_read), len(to_read), self.changelog)
 
     def _new_task(self, partition: int, latest: dict[bytes, bytes | None], changelog_end: int) -> StreamTask:
         processor = self.new_processor(partition)

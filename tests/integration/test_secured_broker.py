@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import pytest
 
 from streams.app import topics
 from streams.app.topics import all_groups
-from tests.conftest import JARS, ROOT, free_port, wait_until, worker_ready
+from tests.conftest import JARS, ROOT, free_port, terminate, wait_until, worker_ready
 
 pytestmark = pytest.mark.integration
 
@@ -101,12 +100,7 @@ def test_pipeline_end_to_end_through_sasl_ssl(env: dict[str, str], tmp_path: Pat
         assert replay.returncode == 0, replay.stderr
         assert orjson.loads(replay.stdout)["read"] == 0
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(10)
+        terminate(worker)
     assert worker.returncode == 0, tail()
     assert "Traceback" not in log.read_text(errors="replace"), tail()
     ch = status(env)["clickhouse"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import ROOT, wait_until, worker_ready
+from tests.conftest import ROOT, terminate, wait_until, worker_ready
 from tests.integration.drain import wait_drained
 
 pytestmark = pytest.mark.integration
@@ -78,12 +77,7 @@ def test_installed_wheel_migrates_queries_and_runs_a_worker(installed: Path, pip
         _run([ts, "simulate", "--rate", "100", "--duration", "3", "--seed", "5", "--out", "kafka", "--quiet"], env, cwd)
         wait_drained(env, timeout=180, explain=lambda: log.read_text(errors="replace")[-3000:])
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(10)
+        terminate(worker)
     assert worker.returncode == 0, log.read_text(errors="replace")[-3000:]
 
     t0 = time.monotonic()
